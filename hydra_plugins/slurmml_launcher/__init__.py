@@ -1,0 +1,1 @@
+"""slurmml launcher plugin for Hydra (discovered through the hydra_plugins namespace)."""

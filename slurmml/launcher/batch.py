@@ -1,0 +1,105 @@
+"""A staged batch on disk: what every task of one launch needs, and what each task leaves behind.
+
+Layout under the sweep directory (shared filesystem, one writer per file):
+  .slurmml/batch_<first job num>/payload.pkl   hydra context, task function, config, overrides (written once)
+  .slurmml/batch_<first job num>/batch.json    manifest: arrays, job ids, log paths (login node)
+  .slurmml/batch_<first job num>/results/<i>.pkl  task i's JobReturn (written by task i)
+  .slurmml/batch_<first job num>/array_<k>.sbatch  the script of each submission
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import cloudpickle
+
+PAYLOAD = "payload.pkl"
+MANIFEST = "batch.json"
+
+
+@dataclass
+class Payload:
+    hydra_context: Any
+    task_function: Any
+    config: Any
+    singleton_state: Any
+    overrides: list[list[str]]
+    initial_job_idx: int
+    import_path: list[str]  # sys.path entries the task function's module needs
+
+
+def batch_dir_for(sweep_dir: Path, initial_job_idx: int) -> Path:
+    return sweep_dir / ".slurmml" / f"batch_{initial_job_idx}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def stage(batch_dir: Path, payload: Payload) -> None:
+    batch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(batch_dir / PAYLOAD, cloudpickle.dumps(payload))
+
+
+_loaded: dict[Path, Payload] = {}
+
+
+def load_payload(batch_dir: Path) -> Payload:
+    if batch_dir not in _loaded:
+        with open(batch_dir / PAYLOAD, "rb") as handle:
+            _loaded[batch_dir] = cloudpickle.load(handle)
+    return _loaded[batch_dir]
+
+
+def result_path(batch_dir: Path, index: int) -> Path:
+    return batch_dir / "results" / f"{index}.pkl"
+
+
+def write_result(batch_dir: Path, index: int, job_return: Any) -> None:
+    try:
+        data = cloudpickle.dumps(job_return)
+    except Exception as error:  # an unpicklable return value must not hide the run's outcome
+        print(f"slurmml: could not save the task's return value ({error}); saving None", file=sys.stderr)
+        job_return.return_value = None
+        data = cloudpickle.dumps(job_return)
+    write_atomic(result_path(batch_dir, index), data)
+
+
+def finished_indices(batch_dir: Path) -> set[int]:
+    """Indices whose result file exists: one directory listing, no Slurm call."""
+    try:
+        names = os.listdir(batch_dir / "results")
+    except FileNotFoundError:
+        return set()
+    return {int(n[:-4]) for n in names if n.endswith(".pkl") and n[:-4].isdigit()}
+
+
+def read_result(batch_dir: Path, index: int) -> Any:
+    with open(result_path(batch_dir, index), "rb") as handle:
+        return cloudpickle.load(handle)
+
+
+def write_manifest(batch_dir: Path, manifest: dict[str, Any]) -> None:
+    write_atomic(batch_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def read_manifest(batch_dir: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads((batch_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None

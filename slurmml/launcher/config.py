@@ -1,0 +1,84 @@
+"""Launcher config schemas.
+
+Field names match hydra-submitit-launcher's queue configs, so switching a project
+over is one line (`hydra/launcher=slurmml`); slurmml's own fields come last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+PLUGIN_MODULE = "hydra_plugins.slurmml_launcher.slurmml_launcher"
+
+
+@dataclass
+class BaseQueueConf:
+    """Fields shared by the Slurm and the local launcher."""
+
+    # submitit's working folder (job pickles, submitit's own logs); %j is the job id
+    submitit_folder: str = "${hydra.sweep.dir}/.slurmml/submitit/%j"
+    # maximum time for the job in minutes
+    timeout_min: int = 60
+    cpus_per_task: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    tasks_per_node: int = 1
+    # memory per node, in GB
+    mem_gb: Optional[int] = None
+    nodes: int = 1
+    name: str = "${hydra.job.name}"
+    stderr_to_stdout: bool = False
+    # render and print what would run, run nothing
+    dry_run: bool = False
+
+
+@dataclass
+class SlurmQueueConf(BaseQueueConf):
+    _target_: str = f"{PLUGIN_MODULE}.SlurmmlLauncher"
+
+    partition: Optional[str] = None
+    qos: Optional[str] = None
+    comment: Optional[str] = None
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    gres: Optional[str] = None
+    cpus_per_gpu: Optional[int] = None
+    gpus_per_task: Optional[int] = None
+    mem_per_gpu: Optional[str] = None
+    mem_per_cpu: Optional[str] = None
+    account: Optional[str] = None
+    # seconds between the warning signal (USR2) and the kill at the time limit
+    signal_delay_s: int = 120
+    # resubmissions allowed after a timeout (needs a task that can resume)
+    max_num_timeout: int = 0
+    # any other sbatch option, e.g. {"mail-type": "END"}
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)
+    # at most this many array tasks run at once (sbatch --array=...%N)
+    array_parallelism: int = 256
+    # shell lines run in the job before srun
+    setup: Optional[List[str]] = None
+    srun_args: Optional[List[str]] = None
+
+    # a template from sbatch_templates/ by name, or a path to one: site setup lines and #SBATCH options
+    template: Optional[str] = "default"
+    # false: return once the sweep is queued; true: block and return every job's result
+    wait: bool = False
+    # seconds between squeue calls while waiting (never below 5: the controller is shared)
+    poll_interval_s: float = 10.0
+
+
+@dataclass
+class LocalQueueConf(BaseQueueConf):
+    _target_: str = f"{PLUGIN_MODULE}.SlurmmlLocalLauncher"
+
+    # tasks run at once; null means one per CPU core
+    array_parallelism: Optional[int] = None
+
+
+def register_configs() -> None:
+    """Store the schemas; the YAML presets in hydra_conf/hydra/launcher extend them."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="slurmml_schema", node=SlurmQueueConf, provider="slurmml")
+    store.store(group="hydra/launcher", name="slurmml_local_schema", node=LocalQueueConf, provider="slurmml")

@@ -1,0 +1,130 @@
+"""Pure planning: check a request against the cluster, split it into arrays, shape submitit's parameters."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+from slurmml.errors import SlurmmlError
+from slurmml.slurm.parse import Partition
+
+# Fields of our config that are slurmml's own, not sbatch/submitit parameters.
+SLURMML_ONLY = {"_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s"}
+# Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
+GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
+MIN_POLL_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    offset: int  # index of the chunk's first task within the batch
+    count: int
+
+
+def split_into_arrays(num_tasks: int, max_array_size: int) -> list[ArrayChunk]:
+    """Array indices run from 0 to count-1 and must stay below MaxArraySize."""
+    if num_tasks <= 0:
+        return []
+    size = max(1, max_array_size)
+    return [ArrayChunk(offset, min(size, num_tasks - offset)) for offset in range(0, num_tasks, size)]
+
+
+def check_request(conf: Mapping[str, Any], partitions: list[Partition]) -> Optional[str]:
+    """One line saying why no node of the chosen partition can run this job, or None."""
+    if not partitions:
+        return None
+    wanted = conf.get("partition")
+    if wanted:
+        names = [p.strip() for p in str(wanted).split(",")]
+        unknown = [n for n in names if n not in {p.name for p in partitions}]
+        if unknown:
+            known = ", ".join(p.name for p in partitions)
+            return f"unknown partition '{unknown[0]}' (this cluster has: {known})"
+        chosen = [p for p in partitions if p.name in names]
+    else:
+        chosen = [p for p in partitions if p.default] or partitions
+    where = "partition " + ",".join(p.name for p in chosen)
+    gpus = conf.get("gpus_per_node") or 0
+    if conf.get("gpus_per_task"):
+        gpus = max(gpus, conf["gpus_per_task"] * conf.get("tasks_per_node", 1))
+    most_gpus = max(p.gpus_per_node for p in chosen)
+    if gpus > most_gpus:
+        return f"gpus_per_node={gpus} but no node in {where} has more than {most_gpus} GPUs"
+    cpus = (conf.get("cpus_per_task") or 1) * (conf.get("tasks_per_node") or 1)
+    most_cpus = max(p.cpus_per_node for p in chosen)
+    if cpus > most_cpus:
+        return f"{cpus} CPUs per node requested (cpus_per_task x tasks_per_node) but nodes in {where} have at most {most_cpus}"
+    mem_gb = conf.get("mem_gb")
+    most_mem_mb = max(p.mem_mb_per_node for p in chosen)
+    if mem_gb and most_mem_mb and mem_gb * 1024 > most_mem_mb:
+        return f"mem_gb={mem_gb} but nodes in {where} have at most {most_mem_mb // 1024} GB"
+    nodes = conf.get("nodes") or 1
+    if nodes > sum(p.nodes for p in chosen):
+        return f"nodes={nodes} but {where} has {sum(p.nodes for p in chosen)} node(s)"
+    limits = [p.max_time_min for p in chosen]
+    if None not in limits and conf.get("timeout_min", 0) > max(limits):  # type: ignore[type-var]
+        return f"timeout_min={conf['timeout_min']} is over the {max(limits)} min limit of {where}"  # type: ignore[type-var]
+    return None
+
+
+@dataclass(frozen=True)
+class Template:
+    sbatch_options: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+
+
+def parse_template(text: str, origin: str) -> Template:
+    """A template is a shell fragment: `#SBATCH --opt=value` lines become options, other lines run before the task."""
+    options: dict[str, str] = {}
+    setup: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("#!") and number == 1:
+            continue
+        if stripped.startswith("#SBATCH"):
+            words = shlex.split(stripped[len("#SBATCH"):])
+            if not words or not words[0].startswith("--"):
+                raise SlurmmlError(f"{origin}:{number}: write #SBATCH options in long form, e.g. '#SBATCH --qos=high'")
+            key, sep, value = words[0][2:].partition("=")
+            if not sep:
+                value = words[1] if len(words) > 1 else ""
+            options[key.replace("_", "-")] = value
+        elif stripped and not stripped.startswith("#"):
+            setup.append(line.rstrip())
+    return Template(options, setup)
+
+
+def submitit_parameters(conf: Mapping[str, Any], template: Template) -> dict[str, Any]:
+    """Our config as keyword arguments for submitit.AutoExecutor.update_parameters."""
+    params: dict[str, Any] = {}
+    for key, value in conf.items():
+        if key in SLURMML_ONLY or value is None:
+            continue
+        if key == "additional_parameters":
+            value = {**template.sbatch_options, **dict(value)}
+        if key == "setup":
+            continue
+        params[key if key in GENERIC else f"slurm_{key}"] = value
+    if "slurm_additional_parameters" not in params and template.sbatch_options:
+        params["slurm_additional_parameters"] = dict(template.sbatch_options)
+    setup = [*template.setup, *(conf.get("setup") or [])]
+    if setup:
+        params["slurm_setup"] = setup
+    return params
+
+
+def check_poll_interval(seconds: float) -> float:
+    if seconds < MIN_POLL_INTERVAL_S:
+        raise SlurmmlError(f"poll_interval_s={seconds:g} is below {MIN_POLL_INTERVAL_S:g} s: the controller is shared")
+    return seconds
+
+
+# Variables a job inherits that would leak into a job it submits (nested sweeps).
+_INHERITED_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SALLOC_", "SUBMITIT_")
+_DISTRIBUTED = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
+_KEEP = {"SLURM_CONF"}  # where the site's slurm.conf lives: the child needs it too
+
+
+def inherited_job_variables(names: Iterable[str]) -> list[str]:
+    return [n for n in names if n not in _KEEP and (n.startswith(_INHERITED_PREFIXES) or n in _DISTRIBUTED)]

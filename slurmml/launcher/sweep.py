@@ -1,0 +1,184 @@
+"""Launch one batch of a Hydra sweep: plan, stage, submit (or run locally), collect.
+
+This is what the Hydra plugin classes call; submitit, Rich and cloudpickle are
+imported here, never at plugin discovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from slurmml.errors import SlurmmlError
+from slurmml.home import slurmml_home
+from slurmml.launcher import batch
+from slurmml.launcher.outcome import QueuedTask, job_returns, queued_returns
+
+log = logging.getLogger("slurmml.launcher")
+
+
+def _sweep_dir(config: Any) -> Path:
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in config.hydra.sweep and config.hydra.sweep.mode is not None:
+        os.chmod(sweep_dir, int(str(config.hydra.sweep.mode), 8))
+    return sweep_dir
+
+
+def sweep_id_for(sweep_dir: Path) -> str:
+    """One id per sweep directory, kept in it, and indexed under $SLURMML_HOME/sweeps."""
+    marker = sweep_dir / ".slurmml" / "sweep.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["sweep_id"]
+    sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": sys.argv}
+    batch.write_atomic(marker, json.dumps(record, indent=2).encode())
+    batch.write_atomic(slurmml_home() / "sweeps" / f"{sweep_id}.json", json.dumps(record).encode())
+    return sweep_id
+
+
+def _payload(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> batch.Payload:
+    from hydra.core.singleton import Singleton
+
+    script_dir = str(Path(sys.argv[0]).resolve().parent) if sys.argv and sys.argv[0] else os.getcwd()
+    return batch.Payload(
+        hydra_context=launcher.hydra_context,
+        task_function=launcher.task_function,
+        config=launcher.config,
+        singleton_state=Singleton.get_state(),
+        overrides=[list(o) for o in job_overrides],
+        initial_job_idx=initial_job_idx,
+        import_path=[script_dir, os.getcwd()],
+    )
+
+
+def _log_tasks(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
+    from hydra.core.utils import filter_overrides
+
+    for index, overrides in enumerate(job_overrides):
+        log.info(f"\t#{initial_job_idx + index} : {' '.join(filter_overrides(overrides))}")
+
+
+def launch_on_slurm(
+    launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[Any]:
+    from slurmml.launcher.plan import check_poll_interval, check_request, split_into_arrays
+    from slurmml.launcher.slurm_backend import make_executor, manifest, render_script, save_scripts, submit_arrays
+    from slurmml.launcher.templates import load_template
+    from slurmml.slurm.cluster import ClusterFacts, read_cluster_facts
+    from slurmml.slurm.commands import available
+
+    if conf.get("wait"):
+        check_poll_interval(conf.get("poll_interval_s", 10.0))
+    template = load_template(conf.get("template"))
+    on_slurm = available("sbatch")
+    if not on_slurm and not conf.get("dry_run"):
+        raise SlurmmlError(
+            "sbatch not found on PATH: this machine cannot submit to Slurm "
+            "(run the sweep here with hydra/launcher=slurmml_local, or preview it with hydra.launcher.dry_run=true)"
+        )
+    facts = read_cluster_facts() if on_slurm else ClusterFacts()
+    problem = check_request(conf, facts.partitions)
+    if problem:
+        raise SlurmmlError(problem)
+
+    sweep_dir = _sweep_dir(launcher.config)
+    batch_dir = batch.batch_dir_for(sweep_dir, initial_job_idx)
+    chunks = split_into_arrays(len(job_overrides), facts.max_array_size)
+    executor = make_executor(conf, template)
+    texts = [render_script(executor, chunk) for chunk in chunks]
+    if conf.get("dry_run"):
+        for number, text in enumerate(texts):
+            print(f"# --- dry run: sbatch script {number + 1} of {len(texts)} (nothing submitted) ---")
+            print(text)
+        return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
+
+    _log_tasks(job_overrides, initial_job_idx)
+    sweep_id = sweep_id_for(sweep_dir)
+    batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
+    scripts = save_scripts(batch_dir, texts)
+    submissions = submit_arrays(executor, batch_dir, chunks, scripts)
+    batch.write_manifest(batch_dir, manifest(sweep_id, initial_job_idx, submissions, len(job_overrides)))
+
+    ids = ", ".join(f"{s.job_id} ({s.count} task{'s' if s.count > 1 else ''})" for s in submissions)
+    throttle = f", at most {conf.get('array_parallelism')} at once" if len(job_overrides) > 1 else ""
+    if not conf.get("wait"):
+        print(
+            f"slurmml: queued sweep {sweep_id}: {len(job_overrides)} task(s) as job {ids}{throttle}\n"
+            f"  outputs: {sweep_dir}\n"
+            f"  watch:   slurmml status {sweep_dir}",
+            file=sys.stderr,
+        )
+        queued = []
+        for sub in submissions:
+            for index in range(sub.offset, sub.offset + sub.count):
+                queued.append(QueuedTask(sweep_id, sub.task_job_id(index), initial_job_idx + index))
+        return queued_returns(job_overrides, queued)
+
+    from slurmml.launcher.waiting import BatchWaiter
+
+    log.info(f"slurmml: sweep {sweep_id} queued as job {ids}; waiting for it to end")
+    waiter = BatchWaiter(batch_dir, submissions, len(job_overrides), conf.get("poll_interval_s", 10.0))
+    with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
+        lost = waiter.wait(on_progress=advance)
+    return job_returns(batch_dir, job_overrides, lost)
+
+
+def launch_locally(
+    launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[Any]:
+    from slurmml.launcher.local_backend import run_batch_locally
+
+    sweep_dir = _sweep_dir(launcher.config)
+    batch_dir = batch.batch_dir_for(sweep_dir, initial_job_idx)
+    parallelism = conf.get("array_parallelism") or os.cpu_count() or 1
+    if conf.get("dry_run"):
+        for index, overrides in enumerate(job_overrides):
+            print(f"# dry run, task #{initial_job_idx + index}: {' '.join(overrides)}")
+        return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
+
+    _log_tasks(job_overrides, initial_job_idx)
+    sweep_id = sweep_id_for(sweep_dir)
+    batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
+    batch.write_manifest(
+        batch_dir,
+        {"sweep_id": sweep_id, "backend": "local", "initial_job_idx": initial_job_idx, "num_tasks": len(job_overrides)},
+    )
+    log.info(f"slurmml: running sweep {sweep_id} here, {parallelism} task(s) at a time; outputs in {sweep_dir}")
+    done = [0]
+    with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
+        def on_done(index: int, problem: Any) -> None:
+            done[0] += 1
+            advance(done[0], 0)
+
+        problems = run_batch_locally(batch_dir, len(job_overrides), parallelism, conf.get("timeout_min", 60) * 60.0, on_done)
+    return job_returns(batch_dir, job_overrides, problems)
+
+
+class _progress:
+    """A Rich progress bar on stderr while a batch runs; a no-op when stderr is not a terminal."""
+
+    def __init__(self, title: str, total: int) -> None:
+        self.title, self.total = title, total
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return lambda done, lost: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             transient=False)
+        self._bar.start()
+        task = self._bar.add_task(self.title, total=self.total)
+        return lambda done, lost: self._bar.update(task, completed=done)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()

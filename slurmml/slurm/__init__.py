@@ -1,0 +1,1 @@
+"""Slurm: pure builders and parsers, plus one thin adapter that runs commands."""
