@@ -1,10 +1,12 @@
 """A staged batch on disk: what every task of one launch needs, and what each task leaves behind.
 
-Layout under the sweep directory (shared filesystem, one writer per file):
-  .slurmml/batch_<first job num>/payload.pkl   hydra context, task function, config, overrides (written once)
-  .slurmml/batch_<first job num>/batch.json    manifest: arrays, job ids, log paths (login node)
-  .slurmml/batch_<first job num>/results/<i>.pkl  task i's JobReturn (written by task i)
-  .slurmml/batch_<first job num>/array_<k>.sbatch  the script of each submission
+Layout under the sweep directory (shared filesystem, one writer per file); a sweep
+directory reused by a later command gets a new sweep id, so old results never mix in:
+  .slurmml/<sweep id>/sweep.json                          when, where, the command line
+  .slurmml/<sweep id>/batch_<first job num>/payload.pkl   hydra context, task function, config, overrides
+  .slurmml/<sweep id>/batch_<first job num>/batch.json    manifest: arrays, job ids, log paths
+  .slurmml/<sweep id>/batch_<first job num>/results/<i>.pkl  task i's JobReturn (written by task i)
+  .slurmml/<sweep id>/batch_<first job num>/array_<k>.sbatch  the script of each submission
 """
 
 from __future__ import annotations
@@ -34,8 +36,15 @@ class Payload:
     import_path: list[str]  # sys.path entries the task function's module needs
 
 
-def batch_dir_for(sweep_dir: Path, initial_job_idx: int) -> Path:
-    return sweep_dir / ".slurmml" / f"batch_{initial_job_idx}"
+SWEEP_RECORD = "sweep.json"
+
+
+def sweep_state_dir(sweep_dir: Path, sweep_id: str) -> Path:
+    return sweep_dir / ".slurmml" / sweep_id
+
+
+def batch_dir_for(sweep_dir: Path, sweep_id: str, initial_job_idx: int) -> Path:
+    return sweep_state_dir(sweep_dir, sweep_id) / f"batch_{initial_job_idx}"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -29,6 +29,11 @@ class ArraySubmission:
         local = index_in_batch - self.offset
         return f"{self.job_id}_{local}" if self.count > 1 else self.job_id
 
+    def log_file(self, index_in_batch: int) -> str:
+        """submitit's stderr file of the task's first Slurm task."""
+        job_id = self.task_job_id(index_in_batch)
+        return f"{self.log_dir.replace('%j', job_id)}/{job_id}_0_log.err"
+
 
 def make_executor(conf: Mapping[str, Any], template: Template) -> Any:
     import submitit

@@ -31,16 +31,18 @@ def _sweep_dir(config: Any) -> Path:
     return sweep_dir
 
 
+_sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id
+
+
 def sweep_id_for(sweep_dir: Path) -> str:
-    """One id per sweep directory, kept in it, and indexed under $SLURMML_HOME/sweeps."""
-    marker = sweep_dir / ".slurmml" / "sweep.json"
-    if marker.exists():
-        return json.loads(marker.read_text())["sweep_id"]
-    sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": sys.argv}
-    batch.write_atomic(marker, json.dumps(record, indent=2).encode())
-    batch.write_atomic(slurmml_home() / "sweeps" / f"{sweep_id}.json", json.dumps(record).encode())
-    return sweep_id
+    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps."""
+    if sweep_dir not in _sweep_ids:
+        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": sys.argv}
+        batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
+        batch.write_atomic(slurmml_home() / "sweeps" / f"{sweep_id}.json", json.dumps(record).encode())
+        _sweep_ids[sweep_dir] = sweep_id
+    return _sweep_ids[sweep_dir]
 
 
 def _payload(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> batch.Payload:
@@ -89,7 +91,6 @@ def launch_on_slurm(
         raise SlurmmlError(problem)
 
     sweep_dir = _sweep_dir(launcher.config)
-    batch_dir = batch.batch_dir_for(sweep_dir, initial_job_idx)
     chunks = split_into_arrays(len(job_overrides), facts.max_array_size)
     executor = make_executor(conf, template)
     texts = [render_script(executor, chunk) for chunk in chunks]
@@ -101,6 +102,7 @@ def launch_on_slurm(
 
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
+    batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
     batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
     scripts = save_scripts(batch_dir, texts)
     submissions = submit_arrays(executor, batch_dir, chunks, scripts)
@@ -127,16 +129,18 @@ def launch_on_slurm(
     waiter = BatchWaiter(batch_dir, submissions, len(job_overrides), conf.get("poll_interval_s", 10.0))
     with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
         lost = waiter.wait(on_progress=advance)
-    return job_returns(batch_dir, job_overrides, lost)
+    returns = job_returns(batch_dir, job_overrides, lost)
+    logs = {i: sub.log_file(i) for sub in submissions for i in range(sub.offset, sub.offset + sub.count)}
+    _summarize(sweep_id, sweep_dir, initial_job_idx, returns, logs)
+    return returns
 
 
 def launch_locally(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
-    from slurmml.launcher.local_backend import run_batch_locally
+    from slurmml.launcher.local_backend import local_log_paths, run_batch_locally
 
     sweep_dir = _sweep_dir(launcher.config)
-    batch_dir = batch.batch_dir_for(sweep_dir, initial_job_idx)
     parallelism = conf.get("array_parallelism") or os.cpu_count() or 1
     if conf.get("dry_run"):
         for index, overrides in enumerate(job_overrides):
@@ -145,6 +149,7 @@ def launch_locally(
 
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
+    batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
     batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
     batch.write_manifest(
         batch_dir,
@@ -158,7 +163,20 @@ def launch_locally(
             advance(done[0], 0)
 
         problems = run_batch_locally(batch_dir, len(job_overrides), parallelism, conf.get("timeout_min", 60) * 60.0, on_done)
-    return job_returns(batch_dir, job_overrides, problems)
+    returns = job_returns(batch_dir, job_overrides, problems)
+    _summarize(sweep_id, sweep_dir, initial_job_idx, returns, {i: str(local_log_paths(batch_dir, i)[1]) for i in range(len(returns))})
+    return returns
+
+
+def _summarize(sweep_id: str, sweep_dir: Path, initial_job_idx: int, returns: list[Any], logs: dict[int, str]) -> None:
+    """One line for the sweep, one per failed task with its log: what a person wants after waiting."""
+    from hydra.core.utils import JobStatus
+
+    failed = [i for i, r in enumerate(returns) if r.status != JobStatus.COMPLETED]
+    print(f"slurmml: sweep {sweep_id}: {len(returns) - len(failed)} completed, {len(failed)} failed; outputs in {sweep_dir}", file=sys.stderr)
+    for index in failed:
+        print(f"  #{initial_job_idx + index} {' '.join(returns[index].overrides or [])}: {returns[index]._return_value!r}"
+              f"\n    log: {logs[index]}", file=sys.stderr)
 
 
 class _progress:

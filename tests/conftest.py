@@ -1,0 +1,93 @@
+"""Shared fixtures. Tests marked `slurm` run against the real dev cluster (`slurmml cluster up`).
+
+Without a cluster they skip, unless SLURMML_REQUIRE_SLURM=1 (CI sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from slurmml.slurm.callcount import SlurmCallCounter
+from slurmml.slurm.commands import available, run_command
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SLURM = os.environ.get("SLURMML_REQUIRE_SLURM") == "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_slurmml_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["SLURMML_HOME"] = str(tmp_path_factory.mktemp("slurmml_home"))
+
+
+def _cluster_problem() -> str | None:
+    if not available("sbatch"):
+        return "sbatch not on PATH"
+    sinfo = run_command(["sinfo", "--noheader", "--format=%T"])
+    if not sinfo.ok:
+        return f"sinfo failed: {sinfo.stderr.strip()}"
+    if not any(state.strip().rstrip("*") in {"idle", "mixed", "allocated"} for state in sinfo.stdout.splitlines()):
+        return f"no usable node (sinfo: {sinfo.stdout.strip()})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    problem = _cluster_problem()
+    if problem:
+        message = f"dev cluster not available ({problem}); run `slurmml cluster up`"
+        if REQUIRE_SLURM:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With SLURMML_REQUIRE_SLURM=1 a skipped test fails the run: CI must not pass by skipping."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if REQUIRE_SLURM and skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nslurmml: {len(skipped)} test(s) skipped while SLURMML_REQUIRE_SLURM=1: failing the run")
+
+
+@pytest.fixture
+def slurm_calls(tmp_path: Path) -> SlurmCallCounter:
+    return SlurmCallCounter(tmp_path / "slurm_calls")
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def run_app(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def sacct_states(job_name: str) -> dict[str, str]:
+    """Final state of every allocation with this job name, by job id."""
+    result = run_command(
+        ["sacct", "--noheader", "--parsable2", "--allocations", "--starttime=now-1days",
+         f"--name={job_name}", "--format=JobID,State"]
+    )
+    assert result.ok, result.stderr
+    return dict(line.split("|")[:2] for line in result.stdout.splitlines() if line.strip())
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 2.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
