@@ -83,6 +83,17 @@ def sacct_states(job_name: str) -> dict[str, str]:
     return dict(line.split("|")[:2] for line in result.stdout.splitlines() if line.strip())
 
 
+def sacct_when(job_name: str, count: int, timeout_s: float = 120, done: bool = False) -> dict[str, str]:
+    """Wait until sacct lists `count` allocations with this name (all ended, if `done`), and return their states."""
+
+    def ready() -> dict[str, str] | None:
+        states = sacct_states(job_name)
+        ended = all(s not in {"PENDING", "RUNNING", "REQUEUED"} for s in states.values())
+        return states if len(states) == count and (ended or not done) else None
+
+    return wait_until(ready, timeout_s, what=f"{count} job(s) named {job_name} in sacct")
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 2.0, what: str = "condition"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

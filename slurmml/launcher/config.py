@@ -59,6 +59,8 @@ class SlurmQueueConf(BaseQueueConf):
     setup: Optional[List[str]] = None
     srun_args: Optional[List[str]] = None
 
+    # cap each job array at this many tasks (null: the cluster's MaxArraySize); bigger sweeps split
+    max_array_size: Optional[int] = None
     # a template from sbatch_templates/ by name, or a path to one: site setup lines and #SBATCH options
     template: Optional[str] = "default"
     # false: return once the sweep is queued; true: block and return every job's result

@@ -91,7 +91,8 @@ def launch_on_slurm(
         raise SlurmmlError(problem)
 
     sweep_dir = _sweep_dir(launcher.config)
-    chunks = split_into_arrays(len(job_overrides), facts.max_array_size)
+    array_cap = min(facts.max_array_size, conf.get("max_array_size") or facts.max_array_size)
+    chunks = split_into_arrays(len(job_overrides), array_cap)
     executor = make_executor(conf, template)
     texts = [render_script(executor, chunk) for chunk in chunks]
     if conf.get("dry_run"):
