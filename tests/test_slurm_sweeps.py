@@ -63,7 +63,7 @@ def test_fifty_point_sweep_is_throttled_and_completes(tmp_path: Path, unique_nam
     assert set(states.values()) == {"COMPLETED"}
     assert sorted(states) == sorted(f"{job_id}_{i}" for i in range(50))
 
-    status = subprocess.run(["slurmml", "status", f"{tmp_path}/sweep", "--json"], capture_output=True, text=True)
+    status = run_app(["-m", "slurmml", "status", f"{tmp_path}/sweep", "--json"], cwd=tmp_path)
     assert [row["state"] for row in json.loads(status.stdout)] == ["COMPLETED"] * 50
 
 

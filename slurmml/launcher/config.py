@@ -58,6 +58,8 @@ class SlurmQueueConf(BaseQueueConf):
     # shell lines run in the job before srun
     setup: Optional[List[str]] = None
     srun_args: Optional[List[str]] = None
+    # false: run the task directly in the batch script instead of through srun (no timeout signal then)
+    use_srun: bool = True
 
     # cap each job array at this many tasks (null: the cluster's MaxArraySize); bigger sweeps split
     max_array_size: Optional[int] = None

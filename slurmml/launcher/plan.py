@@ -62,8 +62,9 @@ def check_request(conf: Mapping[str, Any], partitions: list[Partition]) -> Optio
     if mem_gb and most_mem_mb and mem_gb * 1024 > most_mem_mb:
         return f"mem_gb={mem_gb} but nodes in {where} have at most {most_mem_mb // 1024} GB"
     nodes = conf.get("nodes") or 1
-    if nodes > sum(p.nodes for p in chosen):
-        return f"nodes={nodes} but {where} has {sum(p.nodes for p in chosen)} node(s)"
+    most_nodes = max(p.nodes for p in chosen)  # a job runs in one partition; partitions may share nodes
+    if nodes > most_nodes:
+        return f"nodes={nodes} but {where} has {most_nodes} node(s)"
     limits = [p.max_time_min for p in chosen]
     if None not in limits and conf.get("timeout_min", 0) > max(limits):  # type: ignore[type-var]
         return f"timeout_min={conf['timeout_min']} is over the {max(limits)} min limit of {where}"  # type: ignore[type-var]

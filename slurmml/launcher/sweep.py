@@ -169,12 +169,20 @@ def launch_locally(
     return returns
 
 
+SHOW_RESULTS_UP_TO = 20
+
+
 def _summarize(sweep_id: str, sweep_dir: Path, initial_job_idx: int, returns: list[Any], logs: dict[int, str]) -> None:
     """One line for the sweep, one per failed task with its log: what a person wants after waiting."""
     from hydra.core.utils import JobStatus
 
     failed = [i for i, r in enumerate(returns) if r.status != JobStatus.COMPLETED]
     print(f"slurmml: sweep {sweep_id}: {len(returns) - len(failed)} completed, {len(failed)} failed; outputs in {sweep_dir}", file=sys.stderr)
+    if len(returns) <= SHOW_RESULTS_UP_TO:
+        for index, job_return in enumerate(returns):
+            if job_return.status == JobStatus.COMPLETED:
+                print(f"  #{initial_job_idx + index} {' '.join(job_return.overrides or [])} -> {job_return.return_value!r}",
+                      file=sys.stderr)
     for index in failed:
         print(f"  #{initial_job_idx + index} {' '.join(returns[index].overrides or [])}: {returns[index]._return_value!r}"
               f"\n    log: {logs[index]}", file=sys.stderr)

@@ -17,8 +17,9 @@ from slurmml.slurm.commands import CommandResult, run_command
 from slurmml.slurm.parse import SACCT_STATE_FORMAT, SQUEUE_FORMAT, parse_sacct_states, parse_squeue
 
 RESULT_CHECK_S = 0.5
-# A task Slurm calls COMPLETED may still have its result in flight on a network filesystem.
-COMPLETED_GRACE_S = 60.0
+# A task that Slurm calls COMPLETED, or that sacct does not list yet (slurmdbd lags the
+# controller), may still have its result in flight on a network filesystem: give it time.
+RESULT_GRACE_S = 60.0
 BACKOFF_MAX_S = 300.0
 
 
@@ -39,7 +40,7 @@ class BatchWaiter:
         self.poll_interval_s = poll_interval_s
         self.run, self.clock, self.sleep = run, clock, sleep
         self.lost: dict[int, str] = {}
-        self._completed_without_result: dict[int, float] = {}
+        self._left_without_result: dict[int, float] = {}
         self._interval = poll_interval_s
         self._next_squeue = clock() + poll_interval_s
 
@@ -90,9 +91,11 @@ class BatchWaiter:
         now = self.clock()
         for index in left:
             state = final.get(self._job_id(index))
-            if state is not None and state.state == "COMPLETED":
-                first_seen = self._completed_without_result.setdefault(index, now)
-                if now - first_seen < COMPLETED_GRACE_S:
+            if state is None or state.state == "COMPLETED":
+                first_seen = self._left_without_result.setdefault(index, now)
+                if now - first_seen < RESULT_GRACE_S:
                     continue
-            described = f"{state.state} ({state.reason})" if state else "no longer known to Slurm"
-            self.lost[index] = f"Slurm job {self._job_id(index)} ended {described} without a result"
+            if state is None:
+                self.lost[index] = f"Slurm job {self._job_id(index)} left the queue without a result, and sacct has no record"
+            else:
+                self.lost[index] = f"Slurm job {self._job_id(index)} ended {state.state} ({state.reason}) without a result"

@@ -32,31 +32,35 @@ def parse_scontrol_config(text: str) -> dict[str, str]:
 
 
 def parse_slurm_time_min(text: str) -> Optional[int]:
-    """Slurm durations ([D-]H:M:S, M:S, M) to whole minutes, rounded up; None for no limit."""
+    """Slurm durations to whole minutes, rounded up; None for no limit.
+
+    Without days: M, M:S or H:M:S. With days: D-H, D-H:M or D-H:M:S.
+    """
     text = text.strip()
     if text.upper() in {"INFINITE", "UNLIMITED", "NONE", "N/A", ""}:
         return None
-    days = 0
+    days, hours, minutes, seconds = 0, 0, 0, 0
     if "-" in text:
         day_part, text = text.split("-", 1)
         days = int(day_part)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 3:
-        hours, minutes, seconds = parts
-    elif len(parts) == 2:
-        hours, (minutes, seconds) = 0, parts
+        hours, minutes, seconds = ([int(p) for p in text.split(":")] + [0, 0])[:3]
     else:
-        hours, minutes, seconds = 0, parts[0], 0
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 3:
+            hours, minutes, seconds = parts
+        elif len(parts) == 2:
+            minutes, seconds = parts
+        else:
+            minutes = parts[0]
     total_s = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     return -(-total_s // 60)
 
 
 def gpus_in_gres(gres: str) -> int:
-    """Count GPUs in a GRES string such as `gpu:4`, `gpu:a100:2(S:0-1)`, `gpu:4,shard:8` or `(null)`."""
+    """Count GPUs in a GRES string such as `gpu:4`, `gpu:a100:2(S:0,2)`, `gpu:4,shard:8` or `(null)`."""
     total = 0
-    for item in gres.split(","):
-        item = re.sub(r"\(.*?\)", "", item.strip())
-        fields = item.split(":")
+    for item in re.sub(r"\(.*?\)", "", gres).split(","):  # socket lists may hold commas: drop them first
+        fields = item.strip().split(":")
         if fields[0] != "gpu" or len(fields) < 2:
             continue
         count = fields[-1]
@@ -109,11 +113,11 @@ def parse_sinfo_partitions(text: str) -> list[Partition]:
 
 
 def sbatch_error_line(stderr: str) -> str:
-    """The line of sbatch's stderr that says why it refused (it may print warnings first)."""
+    """Why sbatch refused, in one line: its error lines joined (the first often names the culprit)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return re.sub(r"^sbatch:\s*error:\s*", "", line)
+    errors = [re.sub(r"^sbatch:\s*error:\s*", "", line) for line in lines if "error" in line.lower()]
+    if errors:
+        return "; ".join(dict.fromkeys(errors))
     return lines[-1] if lines else "sbatch failed without a message"
 
 

@@ -1,0 +1,73 @@
+import os
+
+import cloudpickle
+from hydra.core.utils import JobReturn, JobStatus
+
+from slurmml.launcher import batch
+
+
+def test_write_atomic_writes_content_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    batch.write_atomic(target, b"first")
+    batch.write_atomic(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert os.listdir(target.parent) == ["file.bin"]
+
+
+def test_finished_indices_without_results_dir_is_empty(tmp_path):
+    assert batch.finished_indices(tmp_path) == set()
+
+
+def test_finished_indices_ignores_temp_and_odd_names(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ["0.pkl", "7.pkl", "12.pkl", ".3.pkl.abc123", "4.pkl.tmp", "x.pkl", "5.txt", "-1.pkl", "notes"]:
+        (results / name).write_bytes(b"")
+    assert batch.finished_indices(tmp_path) == {0, 7, 12}
+
+
+def test_write_result_then_read_result(tmp_path):
+    job_return = JobReturn(overrides=["a=1"], status=JobStatus.COMPLETED, _return_value={"loss": 0.5})
+    batch.write_result(tmp_path, 3, job_return)
+    assert batch.finished_indices(tmp_path) == {3}
+    loaded = batch.read_result(tmp_path, 3)
+    assert loaded.overrides == ["a=1"]
+    assert loaded.return_value == {"loss": 0.5}
+
+
+def test_write_result_with_unpicklable_return_value_saves_none(tmp_path, capsys):
+    class Unpicklable:
+        def __init__(self):
+            self.callback = lambda: None
+
+        def __reduce__(self):
+            raise TypeError("cannot pickle this")
+
+    job_return = JobReturn(overrides=["a=2"], status=JobStatus.COMPLETED, _return_value=Unpicklable())
+    batch.write_result(tmp_path, 0, job_return)
+
+    loaded = batch.read_result(tmp_path, 0)
+    assert loaded.status == JobStatus.COMPLETED
+    assert loaded.overrides == ["a=2"]
+    assert loaded.return_value is None
+    assert "could not save" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "results") == ["0.pkl"]
+
+
+def test_manifest_round_trip(tmp_path):
+    assert batch.read_manifest(tmp_path) is None
+    manifest = {"arrays": [{"job_id": "12", "offset": 0, "count": 3}], "log_dir": "/x/%j"}
+    batch.write_manifest(tmp_path, manifest)
+    assert batch.read_manifest(tmp_path) == manifest
+
+
+def test_payload_is_staged_and_loaded(tmp_path):
+    payload = batch.Payload(
+        hydra_context=None, task_function=lambda cfg: cfg["x"] * 2, config={"x": 21},
+        singleton_state={}, overrides=[["x=21"]], initial_job_idx=0, import_path=[],
+    )
+    batch_dir = tmp_path / "batch_0"
+    batch.stage(batch_dir, payload)
+    loaded = batch.load_payload(batch_dir)
+    assert loaded.task_function(loaded.config) == 42
+    assert loaded.overrides == [["x=21"]]

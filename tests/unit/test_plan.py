@@ -1,0 +1,165 @@
+from pathlib import Path
+
+import pytest
+
+from slurmml.errors import SlurmmlError
+from slurmml.launcher.plan import (
+    Template,
+    check_poll_interval,
+    check_request,
+    inherited_job_variables,
+    parse_template,
+    split_into_arrays,
+    submitit_parameters,
+)
+from slurmml.slurm.parse import Partition, parse_sinfo_partitions
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+@pytest.fixture
+def partitions():
+    return parse_sinfo_partitions((DATA / "sinfo_partitions.txt").read_text())
+
+
+# --- split_into_arrays ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "num_tasks, max_size, counts",
+    [(0, 10, []), (1, 10, [1]), (20, 10, [10, 10]), (23, 10, [10, 10, 3]), (5, 1, [1] * 5)],
+)
+def test_split_into_arrays_counts(num_tasks, max_size, counts):
+    assert [c.count for c in split_into_arrays(num_tasks, max_size)] == counts
+
+
+@pytest.mark.parametrize("num_tasks, max_size", [(1001, 1001), (1002, 1001), (2500, 1001), (7, 3)])
+def test_split_into_arrays_covers_every_task_once_below_max_size(num_tasks, max_size):
+    chunks = split_into_arrays(num_tasks, max_size)
+    # array indices run 0..count-1 and Slurm requires index < MaxArraySize
+    assert all(c.count - 1 < max_size for c in chunks)
+    covered = [c.offset + i for c in chunks for i in range(c.count)]
+    assert covered == list(range(num_tasks))
+
+
+# --- check_request against the recorded partitions ------------------------------
+
+def test_ok_request_passes(partitions):
+    conf = {"partition": "gpu", "gpus_per_node": 4, "cpus_per_task": 8, "tasks_per_node": 4,
+            "mem_gb": 15, "nodes": 1, "timeout_min": 600}
+    assert check_request(conf, partitions) is None
+
+
+def test_no_partition_uses_default(partitions):
+    assert check_request({"gpus_per_node": 4, "timeout_min": 60}, partitions) is None
+    message = check_request({"gpus_per_node": 5, "timeout_min": 60}, partitions)
+    assert "partition gpu" in message
+
+
+def test_unknown_partition_is_named_with_known_ones(partitions):
+    message = check_request({"partition": "gpu,bigmem"}, partitions)
+    assert "bigmem" in message
+    assert "gpu" in message and "cpu" in message
+
+
+def test_too_many_gpus_says_how_many_there_are(partitions):
+    message = check_request({"partition": "gpu", "gpus_per_node": 8}, partitions)
+    assert "gpus_per_node=8" in message
+    assert "4" in message
+
+
+def test_gpus_per_task_times_tasks_counts(partitions):
+    message = check_request({"partition": "gpu", "gpus_per_task": 2, "tasks_per_node": 4}, partitions)
+    assert "gpus_per_node=8" in message
+
+
+def test_too_many_cpus(partitions):
+    message = check_request({"partition": "gpu", "cpus_per_task": 16, "tasks_per_node": 4}, partitions)
+    assert "64 CPUs" in message and "32" in message
+
+
+def test_too_much_memory(partitions):
+    message = check_request({"partition": "gpu", "mem_gb": 64}, partitions)
+    assert "mem_gb=64" in message and "15 GB" in message
+
+
+def test_too_many_nodes(partitions):
+    message = check_request({"partition": "gpu", "nodes": 3}, partitions)
+    assert "nodes=3" in message and "1 node" in message
+
+
+def test_timeout_over_partition_limit():
+    short = Partition("short", True, 32, 16000, 0, 2, 60, True)
+    assert check_request({"timeout_min": 60}, [short]) is None
+    message = check_request({"timeout_min": 61}, [short])
+    assert "timeout_min=61" in message and "60 min" in message
+
+
+def test_no_partition_facts_means_no_check():
+    assert check_request({"gpus_per_node": 99}, []) is None
+
+
+# --- parse_template ---------------------------------------------------------------
+
+TEMPLATE = """#!/bin/bash
+# site template
+#SBATCH --qos=high
+#SBATCH --mail-type END
+#SBATCH --mail_user=me@example.org
+module load cuda/12.1
+  source /opt/venv/bin/activate
+# a comment between setup lines
+export OMP_NUM_THREADS=1
+"""
+
+
+def test_parse_template_options_and_setup():
+    template = parse_template(TEMPLATE, "site.sh")
+    assert template.sbatch_options == {"qos": "high", "mail-type": "END", "mail-user": "me@example.org"}
+    assert template.setup == ["module load cuda/12.1", "  source /opt/venv/bin/activate", "export OMP_NUM_THREADS=1"]
+
+
+def test_parse_template_rejects_short_options_with_location():
+    with pytest.raises(SlurmmlError, match=r"site\.sh:3"):
+        parse_template("#!/bin/bash\nexport A=1\n#SBATCH -p gpu\n", "site.sh")
+
+
+# --- submitit_parameters -------------------------------------------------------------
+
+def test_submitit_parameters_prefixes_and_merges():
+    template = Template({"qos": "high", "mail-type": "END"}, ["module load cuda"])
+    conf = {
+        "_target_": "x.Launcher", "submitit_folder": "/tmp/%j", "template": "default", "wait": True,
+        "dry_run": False, "poll_interval_s": 10.0, "max_num_timeout": 0, "max_array_size": 100,
+        "timeout_min": 30, "gpus_per_node": 2, "nodes": 1, "partition": "gpu", "qos": None,
+        "array_parallelism": 8, "additional_parameters": {"mail-type": "FAIL"},
+        "setup": ["echo hi"],
+    }
+    params = submitit_parameters(conf, template)
+    assert params == {
+        "timeout_min": 30, "gpus_per_node": 2, "nodes": 1,
+        "slurm_partition": "gpu", "slurm_array_parallelism": 8,
+        "slurm_additional_parameters": {"qos": "high", "mail-type": "FAIL"},
+        "slurm_setup": ["module load cuda", "echo hi"],
+    }
+
+
+def test_submitit_parameters_template_options_without_user_additional_parameters():
+    params = submitit_parameters({"timeout_min": 5}, Template({"qos": "high"}, []))
+    assert params == {"timeout_min": 5, "slurm_additional_parameters": {"qos": "high"}}
+
+
+# --- environment and polling --------------------------------------------------------
+
+def test_inherited_job_variables():
+    names = ["SLURM_CONF", "SLURM_JOB_ID", "SBATCH_PARTITION", "MASTER_ADDR", "SUBMITIT_EXECUTOR",
+             "SLURMD_NODENAME", "PATH", "HOME", "MY_SLURM_THING"]
+    assert sorted(inherited_job_variables(names)) == sorted(
+        ["SLURM_JOB_ID", "SBATCH_PARTITION", "MASTER_ADDR", "SUBMITIT_EXECUTOR", "SLURMD_NODENAME"]
+    )
+
+
+def test_check_poll_interval():
+    assert check_poll_interval(5) == 5
+    assert check_poll_interval(30.0) == 30.0
+    with pytest.raises(SlurmmlError, match="poll_interval_s=4.9"):
+        check_poll_interval(4.9)
