@@ -115,7 +115,7 @@ def launch_on_slurm(
         print(
             f"slurmml: queued sweep {sweep_id}: {len(job_overrides)} task(s) as job {ids}{throttle}\n"
             f"  outputs: {sweep_dir}\n"
-            f"  watch:   slurmml status {sweep_dir}",
+            f"  watch:   slurmml status {sweep_id}",
             file=sys.stderr,
         )
         queued = []
@@ -128,8 +128,14 @@ def launch_on_slurm(
 
     log.info(f"slurmml: sweep {sweep_id} queued as job {ids}; waiting for it to end")
     waiter = BatchWaiter(batch_dir, submissions, len(job_overrides), conf.get("poll_interval_s", 10.0))
-    with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
-        lost = waiter.wait(on_progress=advance)
+    try:
+        with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
+            lost = waiter.wait(on_progress=advance)
+    except KeyboardInterrupt:
+        job_ids = " ".join(s.job_id for s in submissions)
+        print(f"\nslurmml: stopped waiting; the jobs keep running (slurmml status {sweep_id}; scancel {job_ids} stops them)",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     returns = job_returns(batch_dir, job_overrides, lost)
     logs = {i: sub.log_file(i) for sub in submissions for i in range(sub.offset, sub.offset + sub.count)}
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, logs)
