@@ -189,6 +189,8 @@ preflight() { # ACTION
 }
 
 # One `up`/`down` at a time (test runners may call `up` from several processes at once).
+# Everything started while holding it runs with fd 9 closed ("9>&-"): a daemon that inherited
+# the descriptor would hold the lock for as long as it runs.
 lock() {
     mkdir -p "$STATE"
     exec 9>"$STATE/.lock"
@@ -224,7 +226,7 @@ install_packages() {
         policy_added=1
     fi
     # shellcheck disable=SC2086
-    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y $missing 2>&1); then
+    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y $missing 2>&1 9>&-); then
         [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
         echo "devcluster: error: 'apt-get install -y $missing' failed:" >&2
         tail -n 5 <<<"$out" | sed 's/^/    /' >&2
@@ -380,7 +382,7 @@ start_munged() {
         chmod 600 /etc/munge/munge.key
     fi
     say "starting munged"
-    (cd / && runuser -u munge -- /usr/sbin/munged </dev/null >"$LOG/munged.start" 2>&1) ||
+    (cd / && runuser -u munge -- /usr/sbin/munged </dev/null >"$LOG/munged.start" 2>&1 9>&-) ||
         fail_with_log "munged failed to start" "$LOG/munged.start"
     retry 15 munge_ok || fail_with_log "munged does not answer after 15s" /var/log/munge/munged.log
     pid=$(daemon_pid munged)
@@ -393,12 +395,12 @@ start_mysqld() {
     local safe_pid pid
     if [ ! -d /var/lib/mysql/mysql ]; then
         say "initialising the MariaDB data directory"
-        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >"$LOG/mysqld-install.log" 2>&1 ||
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >"$LOG/mysqld-install.log" 2>&1 9>&- ||
             fail_with_log "mariadb-install-db failed" "$LOG/mysqld-install.log"
     fi
     say "starting mysqld (MariaDB)"
     (cd / && exec setsid mysqld_safe --skip-syslog --log-error="$LOG/mysqld.log" \
-        --innodb-buffer-pool-size=512M --innodb-lock-wait-timeout=900 </dev/null >"$LOG/mysqld_safe.out" 2>&1) &
+        --innodb-buffer-pool-size=512M --innodb-lock-wait-timeout=900 </dev/null >"$LOG/mysqld_safe.out" 2>&1) 9>&- &
     safe_pid=$!
     local i
     for ((i = 0; i < 10; i++)); do is_proc "$safe_pid" mysqld_safe && break; sleep 0.1; done
@@ -434,7 +436,7 @@ setup_db() { # PASSWORD
 start_slurm_daemon() { # NAME READY_CHECK SECONDS
     local name=$1 check=$2 secs=$3 pid
     say "starting $name"
-    (cd / && "/usr/sbin/$name" </dev/null >"$LOG/$name.start" 2>&1) || {
+    (cd / && "/usr/sbin/$name" </dev/null >"$LOG/$name.start" 2>&1 9>&-) || {
         cat "$LOG/$name.start" >>"$LOG/$name.log" 2>/dev/null || true
         fail_with_log "$name failed to start" "$LOG/$name.log"
     }

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import cloudpickle
-
 PAYLOAD = "payload.pkl"
 MANIFEST = "batch.json"
 
@@ -61,6 +59,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def stage(batch_dir: Path, payload: Payload) -> None:
+    import cloudpickle
+
     batch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(batch_dir / PAYLOAD, cloudpickle.dumps(payload))
 
@@ -70,6 +70,8 @@ _loaded: dict[Path, Payload] = {}
 
 def load_payload(batch_dir: Path) -> Payload:
     if batch_dir not in _loaded:
+        import cloudpickle
+
         with open(batch_dir / PAYLOAD, "rb") as handle:
             _loaded[batch_dir] = cloudpickle.load(handle)
     return _loaded[batch_dir]
@@ -80,6 +82,8 @@ def result_path(batch_dir: Path, index: int) -> Path:
 
 
 def write_result(batch_dir: Path, index: int, job_return: Any) -> None:
+    import cloudpickle
+
     try:
         data = cloudpickle.dumps(job_return)
     except Exception as error:  # an unpicklable return value must not hide the run's outcome
@@ -99,6 +103,8 @@ def finished_indices(batch_dir: Path) -> set[int]:
 
 
 def read_result(batch_dir: Path, index: int) -> Any:
+    import cloudpickle
+
     with open(result_path(batch_dir, index), "rb") as handle:
         return cloudpickle.load(handle)
 
