@@ -79,7 +79,7 @@ def test_failing_task_is_failed_in_slurm_with_its_traceback(tiny: Path, unique_n
     states = sacct_when(unique_name, 2, done=True)
     job_id = next(iter(states)).split("_")[0]
     assert states == {f"{job_id}_0": "COMPLETED", f"{job_id}_1": "FAILED"}
-    err_log = next((tiny / "sweep" / ".slurmml" / "submitit").glob(f"{job_id}_1/*_log.err")).read_text()
+    err_log = (tiny / "sweep" / ".slurmml" / "logs" / f"{job_id}_1_0_log.err").read_text()
     assert "Traceback" in err_log and "ValueError: tiny app failing on purpose (x=0)" in err_log
 
 

@@ -32,6 +32,7 @@ class Payload:
     overrides: list[list[str]]
     initial_job_idx: int
     import_path: list[str]  # sys.path entries the task function's module needs
+    max_requeues: int = 0  # max_num_timeout: requeues allowed when the time limit nears
 
 
 SWEEP_RECORD = "sweep.json"

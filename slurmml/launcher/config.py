@@ -16,8 +16,8 @@ PLUGIN_MODULE = "hydra_plugins.slurmml_launcher.slurmml_launcher"
 class BaseQueueConf:
     """Fields shared by the Slurm and the local launcher."""
 
-    # submitit's working folder (job pickles, submitit's own logs); %j is the job id
-    submitit_folder: str = "${hydra.sweep.dir}/.slurmml/submitit/%j"
+    # where task logs go (<job id>_<array index>_0_log.out/.err); a `%j` component is dropped
+    submitit_folder: str = "${hydra.sweep.dir}/.slurmml/logs"
     # maximum time for the job in minutes
     timeout_min: int = 60
     cpus_per_task: Optional[int] = None
@@ -58,8 +58,9 @@ class SlurmQueueConf(BaseQueueConf):
     # shell lines run in the job before srun
     setup: Optional[List[str]] = None
     srun_args: Optional[List[str]] = None
-    # false: run the task directly in the batch script instead of through srun (no timeout signal then)
-    use_srun: bool = True
+    # run the task through srun; null: only when the job has several tasks (nodes x tasks_per_node > 1),
+    # otherwise the batch script itself becomes the task (cheaper to start, gets the USR2 warning too)
+    use_srun: Optional[bool] = None
 
     # cap each job array at this many tasks (null: the cluster's MaxArraySize); bigger sweeps split
     max_array_size: Optional[int] = None

@@ -12,6 +12,7 @@ from slurmml.slurm.parse import Partition
 # Fields of our config that are slurmml's own, not sbatch/submitit parameters.
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
+    "use_srun",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
@@ -115,6 +116,12 @@ def submitit_parameters(conf: Mapping[str, Any], template: Template) -> dict[str
     if setup:
         params["slurm_setup"] = setup
     return params
+
+
+def log_folder(submitit_folder: str) -> str:
+    """Where task logs go: submitit_folder without a `%j` component (Slurm cannot create a folder per job)."""
+    parts = [part for part in submitit_folder.split("/") if "%j" not in part]
+    return "/".join(parts) or "."
 
 
 def check_poll_interval(seconds: float) -> float:

@@ -1,20 +1,23 @@
-"""Submit a staged batch to Slurm through submitit: one sbatch call per job array."""
+"""Submit a staged batch to Slurm: submitit renders each job array's script, one sbatch call queues it.
+
+Every array task runs `python -m slurmml.launcher.task BATCH_DIR --offset N`: no per-task pickle,
+and the task finds its sweep point from SLURM_ARRAY_TASK_ID.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
+import shlex
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
-from slurmml.launcher.plan import ArrayChunk, Template, inherited_job_variables, submitit_parameters
-from slurmml.launcher.task import SweepTask
+from slurmml.launcher.plan import ArrayChunk, Template, inherited_job_variables, log_folder, submitit_parameters
 from slurmml.slurm.commands import run_command
-from slurmml.slurm.parse import sbatch_error_line
+from slurmml.slurm.parse import parse_job_id, sbatch_error_line
 
 
 @dataclass(frozen=True)
@@ -23,47 +26,61 @@ class ArraySubmission:
     offset: int
     count: int
     script: str  # path of the saved sbatch script
-    log_dir: str  # submitit folder pattern, %j is `<job_id>_<array index>`
+    log_dir: str
 
     def task_job_id(self, index_in_batch: int) -> str:
         local = index_in_batch - self.offset
         return f"{self.job_id}_{local}" if self.count > 1 else self.job_id
 
     def log_file(self, index_in_batch: int) -> str:
-        """submitit's stderr file of the task's first Slurm task."""
-        job_id = self.task_job_id(index_in_batch)
-        return f"{self.log_dir.replace('%j', job_id)}/{job_id}_0_log.err"
+        """The stderr file of the task's first Slurm task."""
+        return f"{self.log_dir}/{self.task_job_id(index_in_batch)}_0_log.err"
 
 
-def make_executor(conf: Mapping[str, Any], template: Template) -> Any:
+@dataclass(frozen=True)
+class ScriptMaker:
+    """Renders sbatch scripts with submitit, from parameters it has checked and converted once."""
+
+    parameters: dict[str, Any]
+    log_dir: Path
+    use_srun: bool
+    python: str = sys.executable
+
+    def command(self, batch_dir: Path, offset: int) -> str:
+        command = shlex.join([self.python, "-u", "-m", "slurmml.launcher.task", str(batch_dir), "--offset", str(offset)])
+        return command if self.use_srun else f"exec {command}"  # exec: the task itself gets the batch signal
+
+    def render(self, batch_dir: Path, chunk: ArrayChunk) -> str:
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        params = {**self.parameters, "use_srun": self.use_srun}
+        if chunk.count > 1:
+            params["map_count"] = chunk.count
+        return _make_sbatch_string(command=self.command(batch_dir, chunk.offset), folder=self.log_dir, **params)
+
+
+def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
     import submitit
 
-    executor = submitit.AutoExecutor(
-        folder=conf["submitit_folder"], cluster="slurm", slurm_max_num_timeout=conf.get("max_num_timeout", 0)
-    )
-    executor.update_parameters(**submitit_parameters(conf, template))
-    return executor
+    log_dir = log_folder(conf["submitit_folder"])
+    executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
+    executor.update_parameters(**submitit_parameters(conf, template))  # checks names, converts units
+    parameters = dict(executor._executor.parameters)
+    use_srun = conf.get("use_srun")
+    if use_srun is None:
+        use_srun = (conf.get("nodes") or 1) * (conf.get("tasks_per_node") or 1) > 1
+    if not use_srun:  # no job step to signal: send the warning signal to the batch script, which is the task
+        parameters["additional_parameters"] = {
+            **parameters.get("additional_parameters", {}),
+            "signal": f"B:USR2@{conf.get('signal_delay_s', 120)}",
+        }
+    return ScriptMaker(parameters, Path(log_dir), use_srun)
 
 
-def render_script(executor: Any, chunk: ArrayChunk) -> str:
-    """The exact text submitit writes for this array (used for dry runs and the saved copy)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    slurm = executor._executor
-    params = dict(slurm.parameters)
-    if chunk.count > 1:
-        params["map_count"] = chunk.count
-    return _make_sbatch_string(command=slurm._submitit_command_str, folder=slurm.folder, **params)
-
-
-@contextlib.contextmanager
-def without_inherited_job_variables() -> Iterator[None]:
+def submission_environment() -> dict[str, str]:
     """A sweep submitted from inside a job must not inherit that job's SLURM_* settings."""
-    saved = {name: os.environ.pop(name) for name in inherited_job_variables(list(os.environ))}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
+    hidden = set(inherited_job_variables(list(os.environ)))
+    return {k: v for k, v in os.environ.items() if k not in hidden}
 
 
 def cancel(job_ids: list[str]) -> None:
@@ -71,27 +88,22 @@ def cancel(job_ids: list[str]) -> None:
         run_command(["scancel", *job_ids])
 
 
-def submit_arrays(
-    executor: Any, batch_dir: Path, chunks: list[ArrayChunk], scripts: list[Path]
-) -> list[ArraySubmission]:
-    """Submit every chunk; if sbatch refuses one, cancel the ones already queued: nothing half-submitted."""
+def submit_arrays(maker: ScriptMaker, batch_dir: Path, chunks: list[ArrayChunk]) -> list[ArraySubmission]:
+    """One sbatch per chunk; if sbatch refuses one, cancel the ones already queued: nothing half-submitted."""
+    maker.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # Slurm does not create log folders
+    env = submission_environment()
     submitted: list[ArraySubmission] = []
-    task = SweepTask(str(batch_dir))
-    with without_inherited_job_variables():
-        for number, (chunk, script) in enumerate(zip(chunks, scripts), 1):
-            captured = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(captured):  # submitit echoes sbatch's stderr; we say it once
-                    jobs = executor.map_array(task, list(range(chunk.offset, chunk.offset + chunk.count)))
-            except Exception as error:
-                cancel([s.job_id for s in submitted])
-                undone = f"; cancelled the {len(submitted)} array(s) already queued" if submitted else ""
-                where = f" (array {number} of {len(chunks)})" if len(chunks) > 1 else ""
-                raise SlurmmlError(f"sbatch refused the job{where}: {sbatch_error_line(str(error))}{undone}") from None
-            job_id = str(jobs[0].job_id).split("_")[0]
-            submitted.append(
-                ArraySubmission(job_id, chunk.offset, chunk.count, str(script), str(executor._executor.folder))
-            )
+    for number, chunk in enumerate(chunks):
+        script = batch_dir / f"array_{number}.sbatch"
+        batch.write_atomic(script, maker.render(batch_dir, chunk).encode())
+        result = run_command(["sbatch", "--parsable", str(script)], env=env, timeout_s=120)
+        if not result.ok:
+            cancel([s.job_id for s in submitted])
+            undone = f"; cancelled the {len(submitted)} array(s) already queued" if submitted else ""
+            where = f" (array {number + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            raise SlurmmlError(f"sbatch refused the job{where}: {sbatch_error_line(result.stderr)}{undone}")
+        submitted.append(ArraySubmission(parse_job_id(result.stdout), chunk.offset, chunk.count, str(script),
+                                         str(maker.log_dir)))
     return submitted
 
 
@@ -103,12 +115,3 @@ def manifest(sweep_id: str, initial_job_idx: int, submissions: list[ArraySubmiss
         "num_tasks": num_tasks,
         "arrays": [asdict(s) for s in submissions],
     }
-
-
-def save_scripts(batch_dir: Path, texts: list[str]) -> list[Path]:
-    paths = []
-    for number, text in enumerate(texts):
-        path = batch_dir / f"array_{number}.sbatch"
-        batch.write_atomic(path, text.encode())
-        paths.append(path)
-    return paths

@@ -45,7 +45,9 @@ def sweep_id_for(sweep_dir: Path) -> str:
     return _sweep_ids[sweep_dir]
 
 
-def _payload(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> batch.Payload:
+def _payload(
+    launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> batch.Payload:
     from hydra.core.singleton import Singleton
 
     script_dir = str(Path(sys.argv[0]).resolve().parent) if sys.argv and sys.argv[0] else os.getcwd()
@@ -57,6 +59,7 @@ def _payload(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_
         overrides=[list(o) for o in job_overrides],
         initial_job_idx=initial_job_idx,
         import_path=[script_dir, os.getcwd()],
+        max_requeues=int(conf.get("max_num_timeout") or 0),
     )
 
 
@@ -71,7 +74,7 @@ def launch_on_slurm(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
     from slurmml.launcher.plan import check_poll_interval, check_request, split_into_arrays
-    from slurmml.launcher.slurm_backend import make_executor, manifest, render_script, save_scripts, submit_arrays
+    from slurmml.launcher.slurm_backend import manifest, script_maker, submit_arrays
     from slurmml.launcher.templates import load_template
     from slurmml.slurm.cluster import ClusterFacts, read_cluster_facts
     from slurmml.slurm.commands import available
@@ -93,20 +96,19 @@ def launch_on_slurm(
     sweep_dir = _sweep_dir(launcher.config)
     array_cap = min(facts.max_array_size, conf.get("max_array_size") or facts.max_array_size)
     chunks = split_into_arrays(len(job_overrides), array_cap)
-    executor = make_executor(conf, template)
-    texts = [render_script(executor, chunk) for chunk in chunks]
+    maker = script_maker(conf, template)
     if conf.get("dry_run"):
-        for number, text in enumerate(texts):
-            print(f"# --- dry run: sbatch script {number + 1} of {len(texts)} (nothing submitted) ---")
-            print(text)
+        preview_dir = batch.batch_dir_for(sweep_dir, "<sweep id>", initial_job_idx)
+        for number, chunk in enumerate(chunks):
+            print(f"# --- dry run: sbatch script {number + 1} of {len(chunks)} (nothing submitted) ---")
+            print(maker.render(preview_dir, chunk))
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
-    scripts = save_scripts(batch_dir, texts)
-    submissions = submit_arrays(executor, batch_dir, chunks, scripts)
+    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx))
+    submissions = submit_arrays(maker, batch_dir, chunks)
     batch.write_manifest(batch_dir, manifest(sweep_id, initial_job_idx, submissions, len(job_overrides)))
 
     ids = ", ".join(f"{s.job_id} ({s.count} task{'s' if s.count > 1 else ''})" for s in submissions)
@@ -157,7 +159,7 @@ def launch_locally(
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    batch.stage(batch_dir, _payload(launcher, job_overrides, initial_job_idx))
+    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx))
     batch.write_manifest(
         batch_dir,
         {"sweep_id": sweep_id, "backend": "local", "initial_job_idx": initial_job_idx, "num_tasks": len(job_overrides)},

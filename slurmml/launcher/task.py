@@ -1,7 +1,7 @@
 """What runs inside each job: compose one sweep point's config and run the Hydra task.
 
-On Slurm, submitit unpickles a SweepTask and calls it with the task's index; on the
-local backend, `python -m slurmml.launcher.task BATCH_DIR INDEX` does the same.
+Slurm array tasks run `python -m slurmml.launcher.task BATCH_DIR --offset N`, the local
+backend `python -m slurmml.launcher.task BATCH_DIR INDEX`.
 A task that raises exits non-zero with its traceback on stderr, so Slurm records FAILED.
 """
 
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from slurmml.launcher import batch
 
 
-def job_id_from_environment(default: str) -> str:
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+def job_id_from_environment(environ: Mapping[str, str], default: str) -> str:
+    array_job = environ.get("SLURM_ARRAY_JOB_ID")
     if array_job:
-        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-    return os.environ.get("SLURM_JOB_ID", default)
+        return f"{array_job}_{environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return environ.get("SLURM_JOB_ID", default)
 
 
 def run_task(batch_dir: Path, index: int) -> Any:
@@ -38,7 +37,7 @@ def run_task(batch_dir: Path, index: int) -> Any:
     job_num = payload.initial_job_idx + index
     config = payload.hydra_context.config_loader.load_sweep_config(payload.config, list(payload.overrides[index]))
     with open_dict(config.hydra.job) as job:
-        job.id = job_id_from_environment(default=f"local_{job_num}")
+        job.id = job_id_from_environment(os.environ, default=f"local_{job_num}")
         job.num = job_num
     result = run_job(
         hydra_context=payload.hydra_context,
@@ -54,27 +53,42 @@ def run_task(batch_dir: Path, index: int) -> Any:
     return result
 
 
-@dataclass(frozen=True)
-class SweepTask:
-    """The callable submitit pickles for each array task: small, the heavy payload is shared."""
+def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[Path, int]:
+    """`BATCH_DIR INDEX` (local runs) or `BATCH_DIR --offset N` (array task N + SLURM_ARRAY_TASK_ID)."""
+    if len(argv) == 2:
+        return Path(argv[0]), int(argv[1])
+    if len(argv) == 3 and argv[1] == "--offset":
+        return Path(argv[0]), int(argv[2]) + int(environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    raise SystemExit("usage: python -m slurmml.launcher.task BATCH_DIR (INDEX | --offset N)")
 
-    batch_dir: str
 
-    def __call__(self, index: int) -> Any:
-        return run_task(Path(self.batch_dir), index)
+def on_time_limit(max_requeues: int, environ: Mapping[str, str]) -> tuple[str, list[str] | None]:
+    """What to do when Slurm warns (USR2) that the time limit is near: a message, and a requeue command or None."""
+    restarts = int(environ.get("SLURM_RESTART_COUNT", "0"))
+    job_id = job_id_from_environment(environ, default="")
+    if restarts < max_requeues and job_id:
+        return (f"slurmml: time limit near; requeueing {job_id} (restart {restarts + 1} of {max_requeues})",
+                ["scontrol", "requeue", job_id])
+    return f"slurmml: time limit near; no requeue left (max_num_timeout={max_requeues})", None
 
-    def checkpoint(self, index: int) -> Any:
-        """On timeout or preemption submitit asks for this: resubmit the same sweep point."""
-        import submitit
 
-        return submitit.helpers.DelayedSubmission(self, index)
+def _handle_time_limit_signal(max_requeues: int) -> None:
+    import signal
+    import subprocess
+
+    def handler(signum: int, frame: Any) -> None:
+        message, command = on_time_limit(max_requeues, os.environ)
+        print(message, file=sys.stderr, flush=True)
+        if command:
+            subprocess.run(command, check=False)
+
+    signal.signal(signal.SIGUSR2, handler)  # the default action would kill the task early
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m slurmml.launcher.task BATCH_DIR INDEX", file=sys.stderr)
-        return 2
-    run_task(Path(argv[0]), int(argv[1]))
+    batch_dir, index = index_from_arguments(argv, os.environ)
+    _handle_time_limit_signal(batch.load_payload(batch_dir).max_requeues)
+    run_task(batch_dir, index)
     return 0
 
 

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus
@@ -71,3 +72,21 @@ def test_payload_is_staged_and_loaded(tmp_path):
     loaded = batch.load_payload(batch_dir)
     assert loaded.task_function(loaded.config) == 42
     assert loaded.overrides == [["x=21"]]
+
+
+def test_task_index_from_arguments():
+    from slurmml.launcher.task import index_from_arguments
+
+    assert index_from_arguments(["/b", "7"], {}) == (Path("/b"), 7)
+    assert index_from_arguments(["/b", "--offset", "100"], {"SLURM_ARRAY_TASK_ID": "5"}) == (Path("/b"), 105)
+    assert index_from_arguments(["/b", "--offset", "3"], {}) == (Path("/b"), 3)  # a single job, not an array
+
+
+def test_time_limit_requeues_until_max_num_timeout():
+    from slurmml.launcher.task import on_time_limit
+
+    env = {"SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "1"}
+    message, command = on_time_limit(2, env)
+    assert command == ["scontrol", "requeue", "42_3"] and "restart 2 of 2" in message
+    message, command = on_time_limit(1, env)
+    assert command is None and "no requeue left" in message

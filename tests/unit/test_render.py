@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from slurmml.launcher.config import SlurmQueueConf
-from slurmml.launcher.plan import ArrayChunk, parse_template
-from slurmml.launcher.slurm_backend import make_executor, render_script
+from slurmml.launcher.plan import ArrayChunk, log_folder, parse_template
+from slurmml.launcher.slurm_backend import script_maker
 
 RECORD = Path(__file__).parent.parent / "data" / "rendered_array.sbatch"
 HOSTILE = "/tmp/a dir with 'quotes' & $paces"
+BATCH_DIR = Path(HOSTILE) / ".slurmml" / "20261123-101500-3f2a" / "batch_0"
 
 
 def _conf(**overrides):
     conf = asdict(SlurmQueueConf())
-    conf.update(name="train", submitit_folder=f"{HOSTILE}/.slurmml/submitit/%j", **overrides)
+    conf.update(name="train", submitit_folder=f"{HOSTILE}/.slurmml/logs", use_srun=True)
+    conf.update(overrides)
     return conf
 
 
@@ -24,14 +27,37 @@ def test_rendered_array_matches_the_record() -> None:
     template = parse_template("#SBATCH --qos=high\nmodule load cuda\n", "site.sh")
     conf = _conf(gpus_per_node=2, partition="gpu", mem_gb=8, array_parallelism=4, setup=["echo hi"],
                  additional_parameters={"mail-type": "END"})
-    text = render_script(make_executor(conf, template), ArrayChunk(offset=0, count=10))
-    text = text.replace(os.path.realpath(os.sys.executable), "PYTHON").replace(os.sys.executable, "PYTHON")
+    text = script_maker(conf, template).render(BATCH_DIR, ArrayChunk(offset=0, count=10)).replace(sys.executable, "PYTHON")
     if os.environ.get("SLURMML_RECORD") == "1":
         RECORD.write_text(text)
     assert text == RECORD.read_text()
 
 
+def test_second_array_starts_at_its_offset() -> None:
+    text = script_maker(_conf(), parse_template("", "t")).render(BATCH_DIR, ArrayChunk(offset=10001, count=5))
+    assert "#SBATCH --array=0-4%5" in text
+    assert text.rstrip().endswith("--offset 10001")
+
+
 def test_single_task_is_not_an_array_and_paths_are_quoted() -> None:
-    text = render_script(make_executor(_conf(), parse_template("", "t")), ArrayChunk(offset=3, count=1))
+    text = script_maker(_conf(), parse_template("", "t")).render(BATCH_DIR, ArrayChunk(offset=3, count=1))
     assert "--array" not in text
-    assert "'/tmp/a dir with '\"'\"'quotes'\"'\"' & $paces/.slurmml/submitit/%j'" in text  # shell-quoted for srun
+    assert "'/tmp/a dir with '\"'\"'quotes'\"'\"' & $paces/.slurmml/20261123-101500-3f2a/batch_0'" in text
+
+
+def test_without_srun_the_task_is_the_batch_script_and_gets_the_signal() -> None:
+    text = script_maker(_conf(use_srun=False, signal_delay_s=90), parse_template("", "t")).render(
+        BATCH_DIR, ArrayChunk(offset=0, count=2))
+    assert "srun" not in text
+    assert "#SBATCH --signal=B:USR2@90" in text
+    assert f"exec {sys.executable} -u -m slurmml.launcher.task" in text
+
+
+def test_log_folder_drops_per_job_components() -> None:
+    assert log_folder("/s/.submitit/%j") == "/s/.submitit"  # hydra-submitit-launcher's default
+    assert log_folder("/s/.slurmml/logs") == "/s/.slurmml/logs"
+
+
+def test_srun_only_for_jobs_of_several_tasks() -> None:
+    assert script_maker({**_conf(), "use_srun": None}, parse_template("", "t")).use_srun is False
+    assert script_maker({**_conf(), "use_srun": None, "tasks_per_node": 2}, parse_template("", "t")).use_srun is True
