@@ -48,7 +48,9 @@ def batch_dir_for(sweep_dir: Path, sweep_id: str, initial_job_idx: int) -> Path:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for folder in reversed([path.parent, *path.parent.parents]):  # new folders are user-only
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -90,3 +90,11 @@ def test_time_limit_requeues_until_max_num_timeout():
     assert command == ["scontrol", "requeue", "42_3"] and "restart 2 of 2" in message
     message, command = on_time_limit(1, env)
     assert command is None and "no requeue left" in message
+
+
+def test_new_folders_are_user_only(tmp_path):
+    target = tmp_path / "sweep" / ".slurmml" / "id" / "sweep.json"
+    batch.write_atomic(target, b"{}")
+    for folder in (tmp_path / "sweep", tmp_path / "sweep" / ".slurmml", target.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700
+    assert target.stat().st_mode & 0o777 == 0o600
