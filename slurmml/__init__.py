@@ -5,3 +5,14 @@ Importing this package must stay cheap: it runs inside every job and on every
 """
 
 __version__ = "0.1.0"
+
+_TRACKING = {"log", "log_params", "log_artifact", "run"}
+
+
+def __getattr__(name: str):
+    """`slurmml.log(...)` and friends: the in-job client, imported on first use."""
+    if name in _TRACKING:
+        from slurmml.tracking import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'slurmml' has no attribute {name!r}")

@@ -38,8 +38,8 @@ def _emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[str],
         from rich.table import Table
 
         table = Table(title=title or None)
-        for column in columns:
-            table.add_column(column)
+        for number, column in enumerate(columns):
+            table.add_column(column, no_wrap=number == 0)  # ids are for copying: keep them whole
         for row in rows:
             table.add_row(*(str(row.get(c, "")) for c in columns))
         Console().print(table)
@@ -92,9 +92,12 @@ def info(as_json: bool) -> None:
     from slurmml.launcher.templates import shipped_templates
     from slurmml.slurm.commands import available
 
+    from slurmml.registry.store import default_registry_path
+
     facts = {
         "version": __version__,
         "home": str(slurmml_home()),
+        "registry": str(default_registry_path()),
         "sbatch": "found" if available("sbatch") else "not found (use hydra/launcher=slurmml_local)",
         "templates": ", ".join(shipped_templates()),
     }
@@ -127,3 +130,68 @@ def status(sweep: str, as_json: bool, as_csv: bool) -> None:
             _emit(dicts, False, False, columns[1:], f"sweep {record['sweep_id']}  {record['dir']}  {tally}")
     if as_json or as_csv:
         _emit(all_rows, as_json, as_csv, columns)
+
+
+def _registry() -> Any:
+    """The registry, with every run's new spool records ingested first (so every view reads the same state)."""
+    from slurmml.registry.registry import Registry
+
+    registry = Registry(create=False)
+    report = registry.ingest()
+    for problem in report.problems:
+        click.echo(f"slurmml: warning: {problem}", err=True)
+    return registry
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+def sweeps(as_json: bool, as_csv: bool) -> None:
+    """Every sweep in the registry, with its run counts."""
+    rows = _registry().sweeps()
+    _emit(rows, as_json, as_csv, ["id", "name", "backend", "runs", "completed", "failed", "sweep_dir"])
+
+
+@main.command()
+@click.option("--sweep", help="Only this sweep's runs.")
+@click.option("--where", "where", multiple=True, help="Filter, e.g. 'lr<0.01', 'model=mlp', 'val_acc>0.9' (repeatable).")
+@click.option("--sort", help="Sort key, '-' for descending: '-val_acc', 'job_num'.")
+@click.option("--limit", type=int, help="At most this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
+    """Runs with their state and the last value of each logged metric."""
+    from slurmml.registry.registry import RUN_FIELDS
+
+    rows = _registry().runs(sweep=sweep, where=where, sort=sort, limit=limit)
+    metrics = sorted({k for row in rows for k in row} - set(RUN_FIELDS))
+    _emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *metrics])
+
+
+_RUN_COLUMNS = ["id", "state", "slurm_job_id", "overrides"]
+
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(run_id: str, as_json: bool) -> None:
+    """Everything recorded about one run: config, overrides, Slurm facts, state history, metric summaries."""
+    run = _registry().run(run_id)
+    if as_json:
+        click.echo(json.dumps(run, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    console = Console()
+    for key in ("id", "sweep_id", "job_num", "state", "exit_code", "error", "slurm_job_id", "host", "run_dir",
+                "log_path", "restarts"):
+        console.print(f"[bold]{key:>12}[/]: {run.get(key)}")
+    console.print(f"[bold]{'overrides':>12}[/]: {' '.join(run.get('overrides') or [])}")
+    console.print(f"[bold]{'states':>12}[/]: " + " -> ".join(s["state"] for s in run["states"]))
+    if run["metrics"]:
+        _emit([{"metric": name, **summary} for name, summary in run["metrics"].items()], False, False,
+              ["metric", "last", "last_step", "min", "max", "count"], "metrics")
+    if run.get("config"):
+        console.print(Pretty(run["config"]))

@@ -6,6 +6,7 @@ Without a cluster they skip, unless SLURMML_REQUIRE_SLURM=1 (CI sets it): then t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -66,6 +67,14 @@ def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
+def copy_app(name: str, folder: Path) -> Path:
+    """Copy tests/apps/<name>.py and its <name>.yaml into `folder` (created), the app's working directory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".py", ".yaml"):
+        shutil.copy(ROOT / "tests" / "apps" / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder
+
+
 def run_app(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -95,6 +104,7 @@ def sacct_when(job_name: str, count: int, timeout_s: float = 120, done: bool = F
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 2.0, what: str = "condition"):
+    """Poll until predicate() returns something true, and return it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from slurmml.slurm.commands import run_command
 from slurmml.slurm.parse import parse_squeue
-from tests.conftest import ROOT, run_app, sacct_states, sacct_when, wait_until
+from tests.conftest import ROOT, copy_app, run_app, sacct_states, sacct_when, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -24,11 +23,7 @@ HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete sta
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     """A copy of the tiny app in a directory whose name a shell would trip over."""
-    app_dir = tmp_path / "a dir with 'quotes' & $paces"
-    app_dir.mkdir()
-    for name in ("tiny.py", "tiny.yaml"):
-        shutil.copy(ROOT / "tests" / "apps" / name, app_dir / name)
-    return app_dir
+    return copy_app("tiny", tmp_path / "a dir with 'quotes' & $paces")
 
 
 def queued_job_id(stderr: str) -> str:

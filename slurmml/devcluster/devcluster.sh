@@ -25,8 +25,8 @@ DB_USER=slurm
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 MARK="# Written by slurmml devcluster.sh; \`devcluster.sh up\` overwrites changes."
 
-NODE_CPUS=32
-NODE_MEM=16000
+NODE_CPUS=64
+NODE_MEM=20000
 NODE_GPUS=4
 
 export SLURM_CONF=$SLURM_CONF_FILE

@@ -33,6 +33,8 @@ class Payload:
     initial_job_idx: int
     import_path: list[str]  # sys.path entries the task function's module needs
     max_requeues: int = 0  # max_num_timeout: requeues allowed when the time limit nears
+    sweep_id: str = ""
+    gpu_sample_interval_s: float = 5.0
 
 
 SWEEP_RECORD = "sweep.json"

@@ -30,6 +30,8 @@ class BaseQueueConf:
     stderr_to_stdout: bool = False
     # render and print what would run, run nothing
     dry_run: bool = False
+    # seconds between GPU samples (utilization, memory, power, temperature) recorded for each run
+    gpu_sample_interval_s: float = 5.0
 
 
 @dataclass

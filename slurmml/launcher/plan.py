@@ -12,7 +12,7 @@ from slurmml.slurm.parse import Partition
 # Fields of our config that are slurmml's own, not sbatch/submitit parameters.
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
-    "use_srun",
+    "use_srun", "gpu_sample_interval_s",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}

@@ -19,6 +19,7 @@ from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
 from slurmml.launcher import batch
 from slurmml.launcher.outcome import QueuedTask, job_returns, queued_returns
+from slurmml.launcher.recording import record_batch, run_id
 
 log = logging.getLogger("slurmml.launcher")
 
@@ -46,7 +47,7 @@ def sweep_id_for(sweep_dir: Path) -> str:
 
 
 def _payload(
-    launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_id: str
 ) -> batch.Payload:
     from hydra.core.singleton import Singleton
 
@@ -60,6 +61,8 @@ def _payload(
         initial_job_idx=initial_job_idx,
         import_path=[script_dir, os.getcwd()],
         max_requeues=int(conf.get("max_num_timeout") or 0),
+        sweep_id=sweep_id,
+        gpu_sample_interval_s=float(conf.get("gpu_sample_interval_s") or 5.0),
     )
 
 
@@ -107,8 +110,16 @@ def launch_on_slurm(
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx))
-    submissions = submit_arrays(maker, batch_dir, chunks)
+    registry = record_batch(sweep_id, sweep_dir, "slurm", conf, batch_dir, job_overrides, initial_job_idx)
+    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
+    run_ids = [run_id(sweep_id, initial_job_idx + i) for i in range(len(job_overrides))]
+    try:
+        submissions = submit_arrays(maker, batch_dir, chunks)
+    except SlurmmlError:
+        registry.discard_runs(sweep_id, run_ids)  # nothing half-recorded either
+        raise
+    registry.mark_queued({run_ids[i]: (sub.task_job_id(i), sub.log_file(i))
+                          for sub in submissions for i in range(sub.offset, sub.offset + sub.count)})
     batch.write_manifest(batch_dir, manifest(sweep_id, initial_job_idx, submissions, len(job_overrides)))
 
     ids = ", ".join(f"{s.job_id} ({s.count} task{'s' if s.count > 1 else ''})" for s in submissions)
@@ -139,6 +150,7 @@ def launch_on_slurm(
               file=sys.stderr)
         raise SystemExit(130) from None
     returns = job_returns(batch_dir, job_overrides, lost)
+    _record_outcome(registry, sweep_id, {run_ids[i]: reason for i, reason in lost.items()})
     logs = {i: sub.log_file(i) for sub in submissions for i in range(sub.offset, sub.offset + sub.count)}
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, logs)
     return returns
@@ -159,7 +171,8 @@ def launch_locally(
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx))
+    registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx)
+    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
     batch.write_manifest(
         batch_dir,
         {"sweep_id": sweep_id, "backend": "local", "initial_job_idx": initial_job_idx, "num_tasks": len(job_overrides)},
@@ -173,8 +186,17 @@ def launch_locally(
 
         problems = run_batch_locally(batch_dir, len(job_overrides), parallelism, conf.get("timeout_min", 60) * 60.0, on_done)
     returns = job_returns(batch_dir, job_overrides, problems)
+    _record_outcome(registry, sweep_id, {run_id(sweep_id, initial_job_idx + i): reason for i, reason in problems.items()})
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, {i: str(local_log_paths(batch_dir, i)[1]) for i in range(len(returns))})
     return returns
+
+
+def _record_outcome(registry: Any, sweep_id: str, lost: dict[str, str]) -> None:
+    """After waiting: ingest what the runs recorded; runs that never wrote their end are marked LOST."""
+    report = registry.ingest(sweep_id)
+    for problem in report.problems:
+        print(f"slurmml: {problem}", file=sys.stderr)
+    registry.mark_final({rid: ("LOST", reason) for rid, reason in lost.items()}, source="launcher")
 
 
 SHOW_RESULTS_UP_TO = 20

@@ -28,6 +28,7 @@ def run_task(batch_dir: Path, index: int) -> Any:
         if entry not in sys.path:
             sys.path.insert(0, entry)
 
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
     from omegaconf import open_dict
@@ -35,10 +36,14 @@ def run_task(batch_dir: Path, index: int) -> Any:
     Singleton.set_state(payload.singleton_state)
     setup_globals()
     job_num = payload.initial_job_idx + index
-    config = payload.hydra_context.config_loader.load_sweep_config(payload.config, list(payload.overrides[index]))
+    overrides = list(payload.overrides[index])
+    config = payload.hydra_context.config_loader.load_sweep_config(payload.config, overrides)
     with open_dict(config.hydra.job) as job:
         job.id = job_id_from_environment(os.environ, default=f"local_{job_num}")
         job.num = job_num
+    HydraConfig.instance().set_config(config)
+    writer_owner = os.environ.get("SLURM_PROCID", "0") == "0"  # one writer per spool and result file
+    sampler = _start_tracking(payload, batch_dir, index, config, overrides) if writer_owner else None
     result = run_job(
         hydra_context=payload.hydra_context,
         task_function=payload.task_function,
@@ -46,11 +51,52 @@ def run_task(batch_dir: Path, index: int) -> Any:
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
-    if os.environ.get("SLURM_PROCID", "0") == "0":  # one writer per result file
+    if writer_owner:
+        _end_tracking(sampler, result)
         batch.write_result(batch_dir, index, result)
     if result.status == JobStatus.FAILED:
         raise result._return_value  # Python prints the traceback to stderr and exits non-zero
     return result
+
+
+def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, config: Any, overrides: list[str]) -> Any:
+    """Open the run's spool (its only writer), record how it starts, and sample its GPUs."""
+    from omegaconf import OmegaConf
+
+    from slurmml.launcher.recording import run_id, spool_path
+    from slurmml.tracking import client
+    from slurmml.tracking.gpu import GpuSampler
+    from slurmml.tracking.spool import RUN_ID_ENV, SPOOL_ENV
+
+    job_num = payload.initial_job_idx + index
+    run_dir = (Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+    task_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    try:
+        resolved = OmegaConf.to_container(task_config, resolve=True)
+    except Exception:  # an interpolation only the task can resolve: keep it as written
+        resolved = OmegaConf.to_container(task_config, resolve=False)
+    spool = spool_path(batch_dir, index)
+    os.environ[SPOOL_ENV], os.environ[RUN_ID_ENV] = str(spool), run_id(payload.sweep_id, job_num)
+    os.environ[client.RUN_DIR_ENV] = str(run_dir)
+    client.start_run(spool, run_id(payload.sweep_id, job_num), run_dir, resolved, overrides)
+    return GpuSampler(client.current_writer(), interval_s=payload.gpu_sample_interval_s).start()
+
+
+def _end_tracking(sampler: Any, result: Any) -> None:
+    import traceback
+
+    from hydra.core.utils import JobStatus
+
+    from slurmml.tracking import client
+
+    if sampler is not None:
+        sampler.stop()
+    if result.status == JobStatus.COMPLETED:
+        client.end_run("COMPLETED", 0)
+    else:
+        error = result._return_value
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        client.end_run("FAILED", 1, text)
 
 
 def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[Path, int]:

@@ -1,0 +1,67 @@
+"""Record a batch in the registry at submission time, before any job starts (login node)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from slurmml.slurm.commands import run_command
+
+MAX_DIFF_BYTES = 1_000_000  # a huge uncommitted change is recorded as truncated, not stored whole
+
+
+def run_id(sweep_id: str, job_num: int) -> str:
+    return f"{sweep_id}-{job_num}"
+
+
+def spool_path(batch_dir: Path, index: int) -> Path:
+    return batch_dir / "spool" / f"{index}.jsonl"
+
+
+def git_state(cwd: str) -> dict[str, Any]:
+    """Commit, dirtiness and the diff of uncommitted changes; empty outside a git checkout."""
+    head = run_command(["git", "-C", cwd, "rev-parse", "HEAD"], timeout_s=10)
+    if not head.ok:
+        return {}
+    diff = run_command(["git", "-C", cwd, "diff", "HEAD"], timeout_s=30).stdout
+    if len(diff) > MAX_DIFF_BYTES:
+        diff = diff[:MAX_DIFF_BYTES] + "\n[slurmml: diff truncated]\n"
+    return {"git_commit": head.stdout.strip(), "git_dirty": int(bool(diff)), "git_diff": diff or None}
+
+
+def record_batch(
+    sweep_id: str,
+    sweep_dir: Path,
+    backend: str,
+    conf: Mapping[str, Any],
+    batch_dir: Path,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> Any:
+    from slurmml.registry.registry import Registry
+    from slurmml.tracking.secrets import mask_config
+
+    registry = Registry()
+    sweep = {
+        "id": sweep_id,
+        "name": conf.get("name"),
+        "user": getpass.getuser(),
+        "created": time.time(),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "sweep_dir": str(sweep_dir),
+        "backend": backend,
+        "launcher": mask_config(dict(conf)),
+        **git_state(os.getcwd()),
+    }
+    runs = [
+        {"id": run_id(sweep_id, initial_job_idx + index), "job_num": initial_job_idx + index,
+         "overrides": list(overrides), "spool_path": str(spool_path(batch_dir, index))}
+        for index, overrides in enumerate(job_overrides)
+    ]
+    registry.add_sweep(sweep, runs)
+    return registry

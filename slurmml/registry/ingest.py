@@ -1,0 +1,210 @@
+"""Ingest run spools into the registry: incremental (byte offsets), idempotent, tolerant.
+
+Each run is ingested in one write transaction that reads the run's offset, applies the new
+whole lines and moves the offset on: two login-node processes ingesting at once take turns
+and never add a record twice. A torn last line waits for its rest; a corrupt line is
+recorded in ingest_problems and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from slurmml.tracking.spool import parse_chunk
+
+READ_LIMIT = 64 * 1024 * 1024  # bytes per run per pass: bounded memory on huge spools
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "LOST")
+
+
+@dataclass
+class IngestReport:
+    runs: int = 0
+    records: int = 0
+    points: int = 0
+    problems: list[str] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.problems = self.problems or []
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number
+
+
+class _Keys:
+    """metric name -> integer key, created on first sight."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.ids = dict((name, key) for key, name in conn.execute("SELECT key, name FROM metric_keys"))
+
+    def __call__(self, name: str) -> int:
+        key = self.ids.get(name)
+        if key is None:
+            self.conn.execute("INSERT OR IGNORE INTO metric_keys(name) VALUES (?)", (name,))
+            key = self.conn.execute("SELECT key FROM metric_keys WHERE name = ?", (name,)).fetchone()[0]
+            self.ids[name] = key
+        return key
+
+
+def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys) -> int:
+    points: list[tuple] = []
+    summary: dict[int, list] = {}  # key -> [last, last_step, min, max, count]
+    for record in records:
+        kind = record.get("k")
+        when = record.get("t")
+        if kind == "m":
+            step = record.get("s")
+            for name, raw in (record.get("v") or {}).items():
+                value = _number(raw)
+                if value is None:
+                    continue
+                key = keys(name)
+                points.append((run, key, step, value, when))
+                entry = summary.get(key)
+                if entry is None:
+                    summary[key] = [value, step, value, value, 1]
+                else:
+                    if step is None or entry[1] is None or step >= entry[1]:
+                        entry[0], entry[1] = value, step
+                    if not math.isnan(value):
+                        entry[2] = value if math.isnan(entry[2]) else min(entry[2], value)
+                        entry[3] = value if math.isnan(entry[3]) else max(entry[3], value)
+                    entry[4] += 1
+        elif kind == "p":
+            conn.executemany(
+                "INSERT OR REPLACE INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?)",
+                [(run, k, json.dumps(v), _number(v) if not isinstance(v, str) else None, type(v).__name__)
+                 for k, v in _flatten(record.get("v") or {})],
+            )
+        elif kind == "gpu":
+            conn.execute(
+                "INSERT INTO system_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run, when, record.get("gpu"), record.get("uuid"), record.get("util"), record.get("mem_used"),
+                 record.get("mem_total"), record.get("power"), record.get("temp")),
+            )
+        elif kind == "a":
+            conn.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                         (run, record.get("name"), record.get("path"), record.get("size"), when))
+        elif kind == "start":
+            _on_start(conn, run, record)
+        elif kind == "end":
+            _set_state(conn, run, record.get("state") or "COMPLETED", when, "run",
+                       exit_code=record.get("exit_code"), error=record.get("error"), ended=when)
+    if points:
+        conn.executemany("INSERT INTO metrics(run, key, step, value, time) VALUES (?, ?, ?, ?, ?)", points)
+    if summary:
+        conn.executemany(
+            """INSERT INTO metric_summary(run, key, last, last_step, min, max, count) VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(run, key) DO UPDATE SET
+                 last = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
+                             THEN excluded.last ELSE last END,
+                 last_step = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
+                             THEN excluded.last_step ELSE last_step END,
+                 min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
+                 max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
+                 count = count + excluded.count""",
+            [(run, key, *entry) for key, entry in summary.items()],
+        )
+    return len(points)
+
+
+def _flatten(values: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
+    environment = record.get("environment") or {}
+    conn.execute(
+        """UPDATE runs SET host = ?, started = coalesce(started, ?), run_dir = coalesce(?, run_dir),
+           config = coalesce(?, config), environment = ?, restarts = restarts + (started IS NOT NULL)
+           WHERE run = ?""",
+        (record.get("host"), record.get("t"), record.get("run_dir"),
+         json.dumps(record["config"]) if record.get("config") is not None else None,
+         json.dumps(environment), run),
+    )
+    if record.get("config"):
+        conn.executemany(
+            "INSERT OR REPLACE INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?)",
+            [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
+             for k, v in _flatten(record["config"])],
+        )
+    _set_state(conn, run, "RUNNING", record.get("t"), "run")
+
+
+def _set_state(conn: sqlite3.Connection, run: int, state: str, when: Any, source: str, **fields: Any) -> None:
+    sets = ", ".join(f"{name} = ?" for name in fields)
+    conn.execute(f"UPDATE runs SET state = ?{', ' + sets if sets else ''} WHERE run = ?",
+                 (state, *fields.values(), run))
+    conn.execute("INSERT INTO run_states(run, state, time, source) VALUES (?, ?, ?, ?)", (run, state, when, source))
+
+
+def ingest_run(conn: sqlite3.Connection, run: int, spool_path: str, keys: Optional[_Keys] = None) -> IngestReport:
+    report = IngestReport()
+    try:
+        handle = open(spool_path, "rb")
+    except FileNotFoundError:
+        return report  # not started yet
+    except OSError as error:
+        report.problems.append(f"{spool_path}: {error.strerror}")
+        return report
+    with handle:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT offset FROM spool_offsets WHERE run = ?", (run,)).fetchone()
+            offset = row[0] if row else 0
+            handle.seek(offset)
+            data = handle.read(READ_LIMIT)
+            chunk = parse_chunk(data)
+            if chunk.consumed:
+                report.points = _apply(conn, run, chunk.records, keys or _Keys(conn))
+                for position, problem in chunk.problems:
+                    conn.execute("INSERT INTO ingest_problems VALUES (?, ?, ?, ?)",
+                                 (run, offset + position, problem, time.time()))
+                    report.problems.append(f"{spool_path}: byte {offset + position}: {problem}; skipped")
+                conn.execute("INSERT OR REPLACE INTO spool_offsets(run, offset, updated) VALUES (?, ?, ?)",
+                             (run, offset + chunk.consumed, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    report.runs, report.records = 1, len(chunk.records)
+    return report
+
+
+def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None) -> IngestReport:
+    """Ingest every run whose spool may have grown (runs not yet final, or final but not fully read)."""
+    total = IngestReport()
+    query = "SELECT r.run, r.spool_path, coalesce(o.offset, 0) FROM runs r LEFT JOIN spool_offsets o USING (run) " \
+            "WHERE r.spool_path IS NOT NULL"
+    args: tuple = ()
+    if sweep_id:
+        query += " AND r.sweep_id = ?"
+        args = (sweep_id,)
+    keys = _Keys(conn)
+    for run, spool_path, offset in conn.execute(query, args).fetchall():
+        try:
+            if os.path.getsize(spool_path) <= offset:
+                continue
+        except OSError:
+            continue
+        report = ingest_run(conn, run, spool_path, keys)
+        total.runs += report.runs
+        total.records += report.records
+        total.points += report.points
+        total.problems.extend(report.problems)
+    return total

@@ -1,0 +1,65 @@
+"""Pure parsing of run filters and sort keys (`lr<0.01`, `model=mlp`, `-val_acc`) into parameterized SQL."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from slurmml.errors import SlurmmlError
+
+_FILTER = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
+RUN_COLUMNS = {"state", "host", "job_num", "slurm_job_id", "exit_code", "sweep_id", "id"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    key: str
+    op: str
+    value: Any  # float for numbers, str otherwise
+
+
+def parse_filter(text: str) -> Filter:
+    match = _FILTER.match(text)
+    if not match:
+        raise SlurmmlError(f"cannot read filter {text!r}: write KEY OP VALUE, e.g. 'lr<0.01' or 'model=mlp'")
+    key, op, raw = match.groups()
+    op = "=" if op == "==" else op
+    raw = raw.strip("'\"")
+    try:
+        value: Any = float(raw)
+    except ValueError:
+        if op not in ("=", "!="):
+            raise SlurmmlError(f"filter {text!r} compares with {op} but {raw!r} is not a number") from None
+        value = raw
+    return Filter(key, op, value)
+
+
+def filter_sql(f: Filter, metric_names: set[str]) -> tuple[str, list[Any]]:
+    """SQL condition on runs `r`: a run column, a metric (its last value) or a config key (exact or dotted suffix)."""
+    if f.key in RUN_COLUMNS:
+        return f"r.{f.key} {f.op} ?", [f.value]
+    if f.key in metric_names:
+        return (f"EXISTS (SELECT 1 FROM metric_summary s JOIN metric_keys k USING (key) "
+                f"WHERE s.run = r.run AND k.name = ? AND s.last {f.op} ?)", [f.key, f.value])
+    column, value = ("p.num", f.value) if isinstance(f.value, float) else ("p.value", json.dumps(f.value))
+    return (f"EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND (p.key = ? OR p.key LIKE ?) "
+            f"AND {column} {f.op} ?)", [f.key, f"%.{f.key}", value])
+
+
+def parse_sort(text: str) -> tuple[str, bool]:
+    """`-val_acc` -> ('val_acc', descending=True)."""
+    descending = text.startswith("-")
+    key = text.lstrip("+-")
+    if not key:
+        raise SlurmmlError(f"cannot sort by {text!r}")
+    return key, descending
+
+
+def downsample(points: list[tuple[Any, float]], max_points: int) -> list[tuple[Any, float]]:
+    """At most max_points, evenly spread, always keeping the first and the last point."""
+    if len(points) <= max_points or max_points < 2:
+        return points
+    stride = (len(points) - 1) / (max_points - 1)
+    return [points[round(i * stride)] for i in range(max_points)]

@@ -1,0 +1,198 @@
+"""The registry's API for login-node code: record sweeps and runs, ingest spools, query runs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from slurmml.errors import SlurmmlError
+from slurmml.registry import ingest as _ingest
+from slurmml.registry.query import RUN_COLUMNS, downsample, filter_sql, parse_filter, parse_sort
+from slurmml.registry.store import connect, default_registry_path
+
+RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "started", "ended",
+              "restarts", "overrides", "run_dir", "log_path"]
+
+
+class Registry:
+    def __init__(self, path: Optional[Path] = None, *, create: bool = True) -> None:
+        self.path = Path(path) if path is not None else default_registry_path()
+        self.conn: sqlite3.Connection = connect(self.path, create=create)
+        self.conn.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing (login node only) -------------------------------------------------------------
+    def _transaction(self):
+        return _Transaction(self.conn)
+
+    def add_sweep(self, sweep: dict[str, Any], runs: Iterable[dict[str, Any]]) -> None:
+        """Record a sweep and its runs before any job starts (state SUBMITTING)."""
+        now = time.time()
+        with self._transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sweeps(id, name, user, created, argv, cwd, sweep_dir, backend, git_commit, "
+                "git_dirty, git_diff, launcher) VALUES (:id, :name, :user, :created, :argv, :cwd, :sweep_dir, "
+                ":backend, :git_commit, :git_dirty, :git_diff, :launcher)",
+                {**{k: None for k in ("name", "user", "cwd", "backend", "git_commit", "git_dirty", "git_diff")},
+                 **sweep, "argv": json.dumps(sweep.get("argv")), "launcher": json.dumps(sweep.get("launcher"))},
+            )
+            self.conn.executemany(
+                "INSERT INTO runs(id, sweep_id, job_num, overrides, spool_path, log_path, state, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'SUBMITTING', ?)",
+                [(r["id"], sweep["id"], r["job_num"], json.dumps(r.get("overrides", [])), r.get("spool_path"),
+                  r.get("log_path"), now) for r in runs],
+            )
+
+    def mark_queued(self, job_ids: dict[str, tuple[str, str]]) -> None:
+        """run id -> (Slurm job id, log path) once sbatch has answered."""
+        now = time.time()
+        with self._transaction():
+            for run_id, (job_id, log_path) in job_ids.items():
+                self.conn.execute("UPDATE runs SET slurm_job_id = ?, log_path = ?, state = 'QUEUED' "
+                                  "WHERE id = ? AND state = 'SUBMITTING'", (job_id, log_path, run_id))
+                self.conn.execute("INSERT INTO run_states(run, state, time, source) "
+                                  "SELECT run, 'QUEUED', ?, 'launcher' FROM runs WHERE id = ?", (now, run_id))
+
+    def mark_final(self, states: dict[str, tuple[str, str]], source: str) -> None:
+        """run id -> (final state, reason), for runs whose own end record never came."""
+        now = time.time()
+        with self._transaction():
+            for run_id, (state, reason) in states.items():
+                self.conn.execute("UPDATE runs SET state = ?, error = ?, ended = coalesce(ended, ?) WHERE id = ? "
+                                  "AND state NOT IN ('COMPLETED', 'FAILED')", (state, reason, now, run_id))
+                self.conn.execute("INSERT INTO run_states(run, state, time, source) "
+                                  "SELECT run, ?, ?, ? FROM runs WHERE id = ?", (state, now, source, run_id))
+
+    def discard_runs(self, sweep_id: str, run_ids: list[str]) -> None:
+        """Forget runs whose submission failed, and their sweep if nothing else is left in it."""
+        with self._transaction():
+            self.conn.executemany("DELETE FROM runs WHERE id = ?", [(r,) for r in run_ids])
+            self.conn.execute("DELETE FROM sweeps WHERE id = ? AND NOT EXISTS "
+                              "(SELECT 1 FROM runs WHERE sweep_id = ?)", (sweep_id, sweep_id))
+
+    def ingest(self, sweep_id: Optional[str] = None) -> _ingest.IngestReport:
+        return _ingest.ingest(self.conn, sweep_id)
+
+    # -- reading -------------------------------------------------------------------------------
+    def metric_names(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT name FROM metric_keys")}
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, count(r.run) AS runs, "
+            "sum(r.state = 'COMPLETED') AS completed, sum(r.state = 'FAILED') AS failed "
+            "FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id GROUP BY s.id ORDER BY s.created")
+        return [dict(row) for row in rows]
+
+    def runs(self, sweep: Optional[str] = None, where: Iterable[str] = (), sort: Optional[str] = None,
+             limit: Optional[int] = None, metrics: Optional[list[str]] = None) -> list[dict[str, Any]]:
+        """Runs with the last value of each metric; filters are parsed and bound, never pasted into SQL."""
+        names = self.metric_names()
+        conditions, args = [], []
+        if sweep:
+            conditions.append("r.sweep_id = ?")
+            args.append(sweep)
+        for text in where:
+            sql, values = filter_sql(parse_filter(text), names)
+            conditions.append(sql)
+            args.extend(values)
+        order = "r.sweep_id, r.job_num"
+        if sort:
+            key, descending = parse_sort(sort)
+            direction = "DESC" if descending else "ASC"
+            if key in RUN_COLUMNS or key in {"started", "ended"}:
+                order = f"r.{key} {direction}"
+            elif key in names:
+                order = (f"(SELECT s.last FROM metric_summary s JOIN metric_keys k USING (key) "
+                         f"WHERE s.run = r.run AND k.name = ?) IS NULL, "
+                         f"(SELECT s.last FROM metric_summary s JOIN metric_keys k USING (key) "
+                         f"WHERE s.run = r.run AND k.name = ?) {direction}")
+                args.extend([key, key])
+            else:
+                raise SlurmmlError(f"cannot sort by {key!r}: not a run column nor a logged metric "
+                                   f"({', '.join(sorted(names)) or 'none logged yet'})")
+        sql = (f"SELECT r.run, {', '.join('r.' + f for f in RUN_FIELDS)} FROM runs r "
+               f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY {order}")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = [dict(row) for row in self.conn.execute(sql, args)]
+        self._attach_summaries(rows, metrics)
+        return rows
+
+    def _attach_summaries(self, rows: list[dict[str, Any]], metrics: Optional[list[str]]) -> None:
+        by_run = {row["run"]: row for row in rows}
+        if not by_run:
+            return
+        placeholders = ",".join("?" * len(by_run)) if len(by_run) < 900 else None
+        sql = "SELECT s.run, k.name, s.last FROM metric_summary s JOIN metric_keys k USING (key)"
+        args: list[Any] = []
+        if placeholders:
+            sql += f" WHERE s.run IN ({placeholders})"
+            args = list(by_run)
+        for run, name, last in self.conn.execute(sql, args):
+            if run in by_run and (metrics is None or name in metrics):
+                by_run[run][name] = last
+        for row in rows:
+            row["overrides"] = " ".join(json.loads(row["overrides"] or "[]"))
+            del row["run"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise SlurmmlError(f"no run {run_id!r} in {self.path}")
+        run = dict(row)
+        key = run.pop("run")
+        for field in ("overrides", "config", "environment"):
+            run[field] = json.loads(run[field]) if run[field] else None
+        run["states"] = [dict(r) for r in self.conn.execute(
+            "SELECT state, time, source FROM run_states WHERE run = ? ORDER BY rowid", (key,))]
+        run["metrics"] = {r["name"]: {k: r[k] for k in ("last", "last_step", "min", "max", "count")}
+                          for r in self.conn.execute(
+                              "SELECT k.name, s.* FROM metric_summary s JOIN metric_keys k USING (key) WHERE s.run = ?",
+                              (key,))}
+        run["artifacts"] = [dict(r) for r in self.conn.execute(
+            "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
+        return run
+
+    def best(self, metric: str, mode: str = "max", sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
+        """A leaderboard: runs ranked by the last value of `metric`."""
+        sql = ("SELECT r.id, r.sweep_id, r.job_num, r.overrides, s.last AS value, s.last_step AS step "
+               "FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) WHERE k.name = ?")
+        args: list[Any] = [metric]
+        if sweep:
+            sql += " AND r.sweep_id = ?"
+            args.append(sweep)
+        sql += f" ORDER BY s.last {'DESC' if mode == 'max' else 'ASC'} LIMIT ?"
+        args.append(int(limit))
+        return [dict(r) for r in self.conn.execute(sql, args)]
+
+    def curves(self, run_ids: list[str], metric: str, max_points: int = 500) -> dict[str, list[tuple]]:
+        out = {}
+        for run_id in run_ids:
+            points = self.conn.execute(
+                "SELECT m.step, m.value FROM metrics m JOIN runs r USING (run) JOIN metric_keys k USING (key) "
+                "WHERE r.id = ? AND k.name = ? ORDER BY m.step", (run_id, metric)).fetchall()
+            out[run_id] = downsample([tuple(p) for p in points], max_points)
+        return out
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")

@@ -1,0 +1,70 @@
+"""Registry schema as numbered migrations (PRAGMA user_version), applied under one write lock."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: sweeps, runs and everything runs produce
+    """
+    CREATE TABLE sweeps (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        user TEXT,
+        created REAL,
+        argv TEXT,             -- JSON list
+        cwd TEXT,
+        sweep_dir TEXT,
+        backend TEXT,
+        git_commit TEXT,
+        git_dirty INTEGER,
+        git_diff TEXT,
+        launcher TEXT          -- JSON: the launcher config
+    );
+    CREATE TABLE runs (
+        run INTEGER PRIMARY KEY,          -- compact key for the big tables
+        id TEXT UNIQUE NOT NULL,          -- <sweep id>-<job num>
+        sweep_id TEXT REFERENCES sweeps(id),
+        job_num INTEGER,
+        overrides TEXT,                   -- JSON list
+        config TEXT,                      -- JSON: resolved task config, secrets masked
+        run_dir TEXT,
+        spool_path TEXT,
+        log_path TEXT,
+        slurm_job_id TEXT,
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        host TEXT,
+        created REAL,
+        started REAL,
+        ended REAL,
+        restarts INTEGER DEFAULT 0,
+        parent_id TEXT,
+        environment TEXT                  -- JSON: host, python, packages, Slurm variables
+    );
+    CREATE INDEX runs_sweep ON runs(sweep_id, job_num);
+    CREATE INDEX runs_state ON runs(state);
+    CREATE TABLE run_states (run INTEGER, state TEXT, time REAL, source TEXT);
+    CREATE INDEX run_states_run ON run_states(run);
+    CREATE TABLE params (
+        run INTEGER, key TEXT, value TEXT, num REAL, type TEXT,
+        PRIMARY KEY (run, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX params_key ON params(key, num);
+    CREATE TABLE metric_keys (key INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
+    CREATE TABLE metrics (run INTEGER, key INTEGER, step INTEGER, value REAL, time REAL);
+    CREATE INDEX metrics_run_key_step ON metrics(run, key, step);
+    CREATE TABLE metric_summary (
+        run INTEGER, key INTEGER, last REAL, last_step INTEGER, min REAL, max REAL, count INTEGER,
+        PRIMARY KEY (run, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_summary_key ON metric_summary(key, last);
+    CREATE TABLE system_samples (
+        run INTEGER, time REAL, gpu INTEGER, uuid TEXT, util REAL, mem_used REAL, mem_total REAL,
+        power REAL, temp REAL
+    );
+    CREATE INDEX system_samples_run ON system_samples(run, time);
+    CREATE TABLE artifacts (run INTEGER, name TEXT, path TEXT, size INTEGER, time REAL);
+    CREATE TABLE spool_offsets (run INTEGER PRIMARY KEY, offset INTEGER NOT NULL, updated REAL);
+    CREATE TABLE ingest_problems (run INTEGER, offset INTEGER, problem TEXT, time REAL);
+    """,
+]

@@ -1,0 +1,288 @@
+"""The in-job API: `slurmml.log`, `slurmml.log_params`, `slurmml.log_artifact`, `slurmml.run`.
+
+Inside a slurmml job (SLURMML_SPOOL set by the job wrapper) everything goes to that run's spool.
+Outside slurmml (a plain `python train.py`) the same calls create a local run on first use:
+`$SLURMML_HOME/runs/local-<YYYYmmdd-HHMMSS>-<4 hex>/spool.jsonl`, starting with a `start` record;
+login-node commands find and register such spools later.
+
+This module never opens the registry and imports nothing heavy (DESIGN rules 1 and 6).
+The job wrapper calls `start_run(...)` before the task and `end_run(...)` after it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from slurmml.tracking.secrets import mask_argv, mask_config, mask_environment, mask_overrides
+from slurmml.tracking.spool import RUN_ID_ENV, SPOOL_ENV
+from slurmml.tracking.writer import SpoolWriter
+
+RUN_DIR_ENV = "SLURMML_RUN_DIR"  # optional: the run's folder, when the wrapper knows it
+PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "slurmml", "submitit")
+MAX_ERROR_CHARS = 20_000
+
+__all__ = ["log", "log_params", "log_artifact", "run", "current_writer", "start_run", "end_run", "RunInfo"]
+
+
+class RunInfo:
+    """The current run: its id, folder, spool file and masked config ({} when not known)."""
+
+    __slots__ = ("id", "dir", "spool", "config")
+
+    def __init__(self, id: str, dir: Path, spool: Path, config: Optional[dict[str, Any]] = None) -> None:
+        self.id, self.dir, self.spool, self.config = id, dir, spool, config if config is not None else {}
+
+    def __repr__(self) -> str:
+        return f"RunInfo(id={self.id!r}, dir={str(self.dir)!r}, spool={str(self.spool)!r})"
+
+
+_writer: Optional[SpoolWriter] = None
+_info: Optional[RunInfo] = None
+_lock = threading.Lock()
+_time = time.time
+
+
+# ---------------------------------------------------------------- public API
+
+
+def log(step: Optional[int] = None, **metrics: Any) -> None:
+    """Record metrics (numbers only) at an optional integer step: `slurmml.log(step=i, loss=0.3, acc=0.9)`.
+
+    int and float are taken as they are; bools become 0.0/1.0, numpy and torch scalars go through
+    float() (which copies a CUDA tensor to the host); anything else raises TypeError.
+    Names that are not identifiers: `slurmml.log(**{"val/loss": 0.2})`.
+    """
+    if not metrics:
+        return
+    if not _NUMBER_TYPES.issuperset(map(type, metrics.values())):
+        metrics = _numbers(metrics)
+    if step is not None and type(step) is not int:
+        step = _step(step)
+    (_writer or current_writer()).write({"k": "m", "t": _time(), "s": step, "v": metrics})
+
+
+def log_params(**params: Any) -> None:
+    """Record parameters (any JSON-able values, nested dicts allowed); secret-looking ones are masked."""
+    if params:
+        (_writer or current_writer()).write({"k": "p", "t": _time(), "v": mask_config(params)})
+
+
+def log_artifact(path: Union[str, os.PathLike], name: Optional[str] = None) -> None:
+    """Record a file or folder (path and size in bytes); it stays where it is.
+
+    A path that cannot be read is recorded with size null and reported on stderr, not raised:
+    a typo in a checkpoint path must not fail a finished training run.
+    """
+    resolved = Path(path).expanduser().absolute()
+    size = _size(resolved)
+    if size is None:
+        print(f"slurmml: log_artifact: cannot read {resolved}; recorded without a size", file=sys.stderr)
+    (_writer or current_writer()).write(
+        {"k": "a", "t": _time(), "name": name or resolved.name, "path": str(resolved), "size": size})
+
+
+class _Run:
+    """`slurmml.run`: the current run (created on first use outside slurmml)."""
+
+    @property
+    def id(self) -> str:
+        return _current_info().id
+
+    @property
+    def dir(self) -> Path:
+        return _current_info().dir
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _current_info().config
+
+    def __repr__(self) -> str:
+        info = _info
+        return f"<slurmml run {info.id} in {info.dir}>" if info else "<slurmml run (not started)>"
+
+
+run = _Run()
+
+
+# ---------------------------------------------------------------- for the job wrapper
+
+
+def current_writer() -> SpoolWriter:
+    """The writer of the current run: the job's spool (SLURMML_SPOOL), else a new local run."""
+    global _writer, _info
+    with _lock:
+        if _writer is not None:
+            return _writer
+        spool = os.environ.get(SPOOL_ENV)
+        if spool:
+            run_id = os.environ.get(RUN_ID_ENV) or Path(spool).stem
+            run_dir = Path(os.environ.get(RUN_DIR_ENV) or os.getcwd())
+            _info = RunInfo(run_id, run_dir, Path(spool))
+            _writer = SpoolWriter(spool)
+        else:
+            _info, _writer = _start_local_run()
+        return _writer
+
+
+def start_run(
+    spool_path: Union[str, os.PathLike],
+    run_id: str,
+    run_dir: Union[str, os.PathLike],
+    config: Optional[Mapping[str, Any]] = None,
+    overrides: Iterable[str] = (),
+) -> RunInfo:
+    """Make this the current run and write its `start` record (config and overrides masked)."""
+    global _writer, _info
+    masked = mask_config(dict(config)) if config is not None else {}
+    with _lock:
+        previous = _writer
+        if previous is not None and (previous.closed or previous.path != Path(spool_path)):
+            previous.close()
+            previous = None
+        writer = previous or SpoolWriter(spool_path)
+        info = RunInfo(str(run_id), Path(run_dir), Path(spool_path), masked)
+        writer.write(start_record(info, masked, mask_overrides(overrides)))
+        _writer, _info = writer, info
+    return info
+
+
+def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optional[str] = None) -> None:
+    """Write the current run's `end` record and flush. Later records still reach the same spool."""
+    writer = _writer
+    if writer is None:
+        return
+    if error is not None and len(error) > MAX_ERROR_CHARS:
+        error = error[:MAX_ERROR_CHARS // 2] + "\n[...]\n" + error[-MAX_ERROR_CHARS // 2:]
+    writer.write({"k": "end", "t": _time(), "state": state, "exit_code": exit_code, "error": error})
+    writer.close()
+
+
+def start_record(info: RunInfo, config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    return {
+        "k": "start", "t": _time(), "run_id": info.id, "host": _hostname(), "pid": os.getpid(),
+        "run_dir": str(info.dir), "config": config, "overrides": overrides,
+        "argv": mask_argv(sys.argv), "cwd": os.getcwd(), "environment": environment(),
+    }
+
+
+def environment() -> dict[str, Any]:
+    slurm = {name: value for name, value in os.environ.items() if name.startswith("SLURM_")}
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0], "executable": sys.executable,
+        "packages": package_versions(PACKAGES), "slurm": mask_environment(slurm),
+    }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        info["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return info
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# ---------------------------------------------------------------- internals
+
+
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    converted = {}
+    for name, value in metrics.items():
+        kind = type(value)
+        if kind is float or kind is int:
+            converted[name] = value
+            continue
+        if isinstance(value, (str, bytes, bytearray)) or value is None:
+            raise TypeError(f"slurmml.log: metric {name!r} must be a number, not {kind.__name__} {value!r}")
+        try:
+            converted[name] = float(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"slurmml.log: metric {name!r} must be a number or a numpy/torch scalar, "
+                f"not {kind.__name__} ({error})") from None
+    return converted
+
+
+def _step(step: Any) -> int:
+    try:
+        return step.__index__()
+    except (AttributeError, TypeError):
+        raise TypeError(f"slurmml.log: step must be an integer or None, not {type(step).__name__} {step!r}") from None
+
+
+def _size(path: Path) -> Optional[int]:
+    try:
+        if not path.is_dir():
+            return path.stat().st_size
+        total = 0
+        for folder, _, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+        return total
+    except OSError:
+        return None
+
+
+def _hostname() -> str:
+    try:
+        return os.uname().nodename
+    except AttributeError:  # not POSIX
+        import socket
+
+        return socket.gethostname()
+
+
+def _current_info() -> RunInfo:
+    if _info is None:
+        current_writer()
+    assert _info is not None
+    return _info
+
+
+def new_local_run_id() -> str:
+    return f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+
+
+def _start_local_run() -> tuple[RunInfo, SpoolWriter]:
+    from slurmml.home import slurmml_home
+
+    runs = slurmml_home() / "runs"
+    runs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while True:
+        run_id = new_local_run_id()
+        run_dir = runs / run_id
+        try:
+            run_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        break
+    info = RunInfo(run_id, run_dir, run_dir / "spool.jsonl")
+    writer = SpoolWriter(info.spool)
+    writer.write(start_record(info, {}, []))
+    return info, writer
+
+
+def _reset() -> None:
+    """Forget the current run (tests; a process that runs several tasks after end_run)."""
+    global _writer, _info
+    with _lock:
+        if _writer is not None:
+            _writer.close()
+        _writer = _info = None

@@ -1,0 +1,160 @@
+"""The registry on real SQLite files: migrations, ingest (incremental, idempotent, tolerant), queries."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from slurmml.errors import SlurmmlError
+from slurmml.registry.registry import Registry
+from slurmml.registry.schema import MIGRATIONS
+from slurmml.tracking.spool import encode
+
+
+def make_registry(tmp_path: Path, runs: int = 3) -> Registry:
+    registry = Registry(tmp_path / "registry.db")
+    registry.add_sweep(
+        {"id": "s1", "created": 1.0, "argv": ["train.py", "-m"], "sweep_dir": str(tmp_path), "backend": "slurm"},
+        [{"id": f"s1-{i}", "job_num": i, "overrides": [f"lr={10.0 ** -(i + 1)}"],
+          "spool_path": str(tmp_path / f"{i}.jsonl")} for i in range(runs)],
+    )
+    return registry
+
+
+def write(path: Path, *records: dict, raw: bytes = b"") -> None:
+    with open(path, "ab") as handle:
+        handle.write(b"".join(encode(r) for r in records) + raw)
+
+
+def start(run: int, lr: float) -> dict:
+    return {"k": "start", "t": 10.0, "host": "node1", "run_dir": f"/out/{run}",
+            "config": {"optimizer": {"lr": lr, "name": "adam"}, "model": "mlp" if run else "linear", "seed": run}}
+
+
+def test_new_registry_is_migrated_and_user_only(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.db")
+    assert registry.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert (tmp_path / "registry.db").stat().st_mode & 0o777 == 0o600
+
+
+def _open(path: str) -> int:
+    return Registry(Path(path)).conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_two_processes_creating_the_registry_at_once(tmp_path: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_open, [str(tmp_path / "registry.db")] * 8)
+    assert versions == [len(MIGRATIONS)] * 8
+
+
+def test_ingest_records_everything_once(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    spool = tmp_path / "0.jsonl"
+    write(spool, start(0, 0.1), *({"k": "m", "t": 11.0 + s, "s": s, "v": {"loss": 1.0 / (s + 1), "acc": s / 10}}
+                                  for s in range(10)),
+          {"k": "p", "t": 12.0, "v": {"batch": 32}}, {"k": "end", "t": 30.0, "state": "COMPLETED", "exit_code": 0})
+    first = registry.ingest()
+    assert (first.points, first.problems) == (20, [])
+    assert registry.ingest().points == 0  # idempotent
+    run = registry.run("s1-0")
+    assert run["state"] == "COMPLETED" and run["host"] == "node1" and run["run_dir"] == "/out/0"
+    assert [s["state"] for s in run["states"]] == ["RUNNING", "COMPLETED"]
+    assert run["metrics"]["loss"] == {"last": 0.1, "last_step": 9, "min": 0.1, "max": 1.0, "count": 10}
+    assert registry.conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == 20
+
+
+def test_summary_stays_right_across_increments(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    spool = tmp_path / "0.jsonl"
+    write(spool, {"k": "m", "t": 1, "s": 0, "v": {"loss": 5.0}}, {"k": "m", "t": 2, "s": 1, "v": {"loss": 0.5}})
+    registry.ingest()
+    write(spool, {"k": "m", "t": 3, "s": 2, "v": {"loss": 2.0}})
+    registry.ingest()
+    assert registry.run("s1-0")["metrics"]["loss"] == {"last": 2.0, "last_step": 2, "min": 0.5, "max": 5.0, "count": 3}
+
+
+def test_torn_last_line_waits_for_its_rest(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    spool = tmp_path / "0.jsonl"
+    line = encode({"k": "m", "t": 1, "s": 1, "v": {"loss": 0.25}})
+    write(spool, {"k": "m", "t": 0, "s": 0, "v": {"loss": 1.0}}, raw=line[:9])
+    assert registry.ingest().points == 1
+    write(spool, raw=line[9:])
+    assert registry.ingest().points == 1
+    assert registry.run("s1-0")["metrics"]["loss"]["count"] == 2
+
+
+def test_corrupt_record_is_reported_and_skipped(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    spool = tmp_path / "0.jsonl"
+    write(spool, {"k": "m", "t": 0, "s": 0, "v": {"loss": 1.0}}, raw=b'{"k": "m", "v": {"loss": \n[1, 2]\n')
+    write(spool, {"k": "m", "t": 2, "s": 2, "v": {"loss": 0.5}})
+    report = registry.ingest()
+    assert report.points == 2
+    assert len(report.problems) == 2 and "not JSON" in report.problems[0] and "skipped" in report.problems[0]
+    assert registry.ingest().problems == []  # reported once
+
+
+def test_missing_spool_is_not_an_error(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    report = registry.ingest()
+    assert (report.points, report.problems) == (0, [])
+    assert registry.run("s1-1")["state"] == "SUBMITTING"
+
+
+def _ingest_loop(path: str, rounds: int) -> int:
+    registry = Registry(Path(path))
+    return sum(registry.ingest().points for _ in range(rounds))
+
+
+def test_two_ingesting_processes_add_nothing_twice(tmp_path: Path) -> None:
+    make_registry(tmp_path).close()
+    for i in range(3):
+        write(tmp_path / f"{i}.jsonl", *({"k": "m", "t": s, "s": s, "v": {"a": s, "b": -s}} for s in range(2000)))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        added = pool.starmap(_ingest_loop, [(str(tmp_path / "registry.db"), 5)] * 2)
+    assert sum(added) == 3 * 2000 * 2
+    conn = sqlite3.connect(tmp_path / "registry.db")
+    assert conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == 12000
+    assert conn.execute("SELECT sum(count) FROM metric_summary").fetchone()[0] == 12000
+
+
+def test_filters_sort_and_leaderboard(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    for i, lr in enumerate([0.1, 0.01, 0.001]):
+        write(tmp_path / f"{i}.jsonl", start(i, lr), {"k": "m", "t": 1, "s": 5, "v": {"val_acc": 0.5 + i / 10}})
+    registry.ingest()
+    ids = lambda rows: [r["id"] for r in rows]  # noqa: E731
+    assert ids(registry.runs(where=["lr<0.05"])) == ["s1-1", "s1-2"]  # dotted suffix: optimizer.lr
+    assert ids(registry.runs(where=["model=mlp", "seed>=2"])) == ["s1-2"]
+    assert ids(registry.runs(where=["val_acc>0.55"], sort="-val_acc")) == ["s1-2", "s1-1"]
+    assert ids(registry.runs(where=["state=RUNNING"], sort="job_num")) == ["s1-0", "s1-1", "s1-2"]
+    assert registry.runs(sort="-val_acc")[0]["val_acc"] == pytest.approx(0.7)
+    assert [r["id"] for r in registry.best("val_acc", "min", limit=2)] == ["s1-0", "s1-1"]
+    with pytest.raises(SlurmmlError, match="cannot read filter"):
+        registry.runs(where=["lr 0.01"])
+    assert registry.runs(where=["model=x' OR '1'='1"]) == []  # bound as a value, never pasted into SQL
+    with pytest.raises(SlurmmlError, match="cannot sort by 'nosuch'"):
+        registry.runs(sort="nosuch")
+
+
+def test_curves_are_downsampled_keeping_the_ends(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    write(tmp_path / "0.jsonl", *({"k": "m", "t": s, "s": s, "v": {"loss": float(s)}} for s in range(2000)))
+    registry.ingest()
+    curve = registry.curves(["s1-0"], "loss", max_points=500)["s1-0"]
+    assert len(curve) == 500 and curve[0] == (0, 0.0) and curve[-1] == (1999, 1999.0)
+
+
+def test_missing_or_broken_registry_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SlurmmlError, match="no registry at"):
+        Registry(tmp_path / "nothing.db", create=False)
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SlurmmlError, match="not a usable registry"):
+        Registry(tmp_path / "junk.db")
+    (tmp_path / "a_file").write_text("")  # unwritable even for root: its parent is not a folder
+    with pytest.raises(SlurmmlError, match="cannot create the registry"):
+        Registry(tmp_path / "a_file" / "registry.db")
