@@ -114,15 +114,17 @@ def info(as_json: bool) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def status(sweep: str, as_json: bool, as_csv: bool) -> None:
     """Where each task of SWEEP (a sweep id or directory) stands, from one Slurm call."""
-    from slurmml.sweeps import counts, resolve_sweep, sweep_record, task_rows
+    from slurmml.sweeps import counts, reconcile, resolve_sweep, sweep_record, task_rows
 
     columns = ["sweep_id", "job_num", "job_id", "state", "detail", "log"]
+    registry = _registry()
     all_rows: list[dict] = []
     for state_dir in resolve_sweep(sweep):
         record = sweep_record(state_dir)
         rows, warning = task_rows(state_dir)
         if warning:
             click.echo(f"slurmml: warning: {warning}", err=True)
+        reconcile(registry, record["sweep_id"], rows)
         dicts = [{"sweep_id": record["sweep_id"], **asdict(r)} for r in rows]
         all_rows.extend(dicts)
         if not (as_json or as_csv):
@@ -134,10 +136,11 @@ def status(sweep: str, as_json: bool, as_csv: bool) -> None:
 
 def _registry() -> Any:
     """The registry, with every run's new spool records ingested first (so every view reads the same state)."""
+    from slurmml.home import slurmml_home
     from slurmml.registry.registry import Registry
 
     registry = Registry(create=False)
-    report = registry.ingest()
+    report = registry.refresh(local_runs_dir=slurmml_home() / "runs")
     for problem in report.problems:
         click.echo(f"slurmml: warning: {problem}", err=True)
     return registry

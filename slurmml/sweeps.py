@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
@@ -95,3 +95,16 @@ def counts(rows: list[TaskRow]) -> dict[str, int]:
 
 def sweep_record(state_dir: Path) -> dict:
     return json.loads((state_dir / batch.SWEEP_RECORD).read_text())
+
+
+SLURM_FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+               "DEADLINE"}
+
+
+def reconcile(registry: Any, sweep_id: str, rows: list[TaskRow]) -> None:
+    """Runs Slurm says have ended but that never recorded their own end take Slurm's word (never RUNNING forever)."""
+    registry.ingest(sweep_id)
+    ended = {f"{sweep_id}-{row.job_num}": (row.state, f"Slurm: {row.state} {row.detail}; the run recorded no end")
+             for row in rows if row.state in SLURM_FINAL}
+    if ended:
+        registry.mark_final(ended, source="sacct")

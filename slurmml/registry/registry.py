@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -65,14 +66,17 @@ class Registry:
                                   "SELECT run, 'QUEUED', ?, 'launcher' FROM runs WHERE id = ?", (now, run_id))
 
     def mark_final(self, states: dict[str, tuple[str, str]], source: str) -> None:
-        """run id -> (final state, reason), for runs whose own end record never came."""
+        """run id -> (final state, reason), for runs that have not reached a final state of their own."""
         now = time.time()
+        final = ",".join(f"'{state}'" for state in _ingest.FINAL_STATES)
         with self._transaction():
             for run_id, (state, reason) in states.items():
-                self.conn.execute("UPDATE runs SET state = ?, error = ?, ended = coalesce(ended, ?) WHERE id = ? "
-                                  "AND state NOT IN ('COMPLETED', 'FAILED')", (state, reason, now, run_id))
-                self.conn.execute("INSERT INTO run_states(run, state, time, source) "
-                                  "SELECT run, ?, ?, ? FROM runs WHERE id = ?", (state, now, source, run_id))
+                changed = self.conn.execute(
+                    f"UPDATE runs SET state = ?, error = ?, ended = coalesce(ended, ?) WHERE id = ? "
+                    f"AND state NOT IN ({final})", (state, reason, now, run_id)).rowcount
+                if changed:
+                    self.conn.execute("INSERT INTO run_states(run, state, time, source) "
+                                      "SELECT run, ?, ?, ? FROM runs WHERE id = ?", (state, now, source, run_id))
 
     def discard_runs(self, sweep_id: str, run_ids: list[str]) -> None:
         """Forget runs whose submission failed, and their sweep if nothing else is left in it."""
@@ -83,6 +87,44 @@ class Registry:
 
     def ingest(self, sweep_id: Optional[str] = None) -> _ingest.IngestReport:
         return _ingest.ingest(self.conn, sweep_id)
+
+    def refresh(self, local_runs_dir: Optional[Path] = None) -> _ingest.IngestReport:
+        """What every view does first: adopt plain-script runs, ingest all spools, end local runs whose process died."""
+        if local_runs_dir is not None:
+            self.adopt_local_runs(local_runs_dir)
+        report = self.ingest()
+        self.end_dead_local_runs()
+        return report
+
+    def adopt_local_runs(self, runs_dir: Path) -> int:
+        """Register runs that `slurmml.log` started outside slurmml ($SLURMML_HOME/runs/<id>/spool.jsonl)."""
+        if not runs_dir.is_dir():
+            return 0
+        known = {row[0] for row in self.conn.execute("SELECT id FROM runs WHERE sweep_id IS NULL")}
+        new = [(d.name, str(d / "spool.jsonl"), str(d), d.stat().st_mtime) for d in runs_dir.iterdir()
+               if d.name not in known and (d / "spool.jsonl").is_file()]
+        with self._transaction():
+            self.conn.executemany("INSERT OR IGNORE INTO runs(id, overrides, spool_path, run_dir, state, created) "
+                                  "VALUES (?, '[]', ?, ?, 'RUNNING', ?)", new)
+        return len(new)
+
+    def end_dead_local_runs(self) -> None:
+        """A local run on this host whose process is gone and that never wrote its end is LOST, not RUNNING."""
+        import socket
+
+        host = socket.gethostname()
+        dead = {}
+        for run_id, pid in self.conn.execute(
+                "SELECT id, pid FROM runs WHERE sweep_id IS NULL AND state = 'RUNNING' AND host = ? AND pid IS NOT NULL",
+                (host,)):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                dead[run_id] = ("LOST", f"process {pid} on {host} ended without recording its end")
+            except PermissionError:
+                pass  # alive, someone else's
+        if dead:
+            self.mark_final(dead, source="registry")
 
     # -- reading -------------------------------------------------------------------------------
     def metric_names(self) -> set[str]:

@@ -67,4 +67,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE spool_offsets (run INTEGER PRIMARY KEY, offset INTEGER NOT NULL, updated REAL);
     CREATE TABLE ingest_problems (run INTEGER, offset INTEGER, problem TEXT, time REAL);
     """,
+    # 2: the process that runs the task, to tell a dead local run from a live one
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    """,
 ]

@@ -276,7 +276,29 @@ def _start_local_run() -> tuple[RunInfo, SpoolWriter]:
     info = RunInfo(run_id, run_dir, run_dir / "spool.jsonl")
     writer = SpoolWriter(info.spool)
     writer.write(start_record(info, {}, []))
+    _finish_at_exit()
     return info, writer
+
+
+_uncaught: list[str] = []
+
+
+def _finish_at_exit() -> None:
+    """A plain script's run ends with the interpreter: FAILED if an exception escaped, else COMPLETED.
+
+    Registered after the writer's own exit handler, so it runs first (atexit is last in, first out).
+    """
+    import atexit
+    import traceback
+
+    previous_hook = sys.excepthook
+
+    def remember(kind: Any, error: Any, trace: Any) -> None:
+        _uncaught.append("".join(traceback.format_exception(kind, error, trace)))
+        previous_hook(kind, error, trace)
+
+    sys.excepthook = remember
+    atexit.register(lambda: end_run("FAILED", 1, _uncaught[-1]) if _uncaught else end_run("COMPLETED", 0))
 
 
 def _reset() -> None:

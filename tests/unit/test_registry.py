@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
 
@@ -158,3 +159,56 @@ def test_missing_or_broken_registry_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("")  # unwritable even for root: its parent is not a folder
     with pytest.raises(SlurmmlError, match="cannot create the registry"):
         Registry(tmp_path / "a_file" / "registry.db")
+
+
+def test_plain_script_runs_are_adopted_and_end(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    script = "import slurmml\nfor s in range(3):\n    slurmml.log(step=s, loss=1.0 / (s + 1))\n"
+    env = {**os.environ, "SLURMML_HOME": str(home)}
+    env.pop("SLURMML_SPOOL", None)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    failing = subprocess.run([sys.executable, "-c", script + "raise SystemError('boom')\n"], env=env, capture_output=True)
+    assert failing.returncode != 0
+    registry = Registry(home / "registry.db")
+    report = registry.refresh(home / "runs")
+    assert report.points == 6 and report.problems == []
+    runs = registry.runs(sort="started")
+    assert [r["state"] for r in runs] == ["COMPLETED", "FAILED"] and runs[0]["loss"] == pytest.approx(1 / 3)
+    assert "SystemError: boom" in registry.run(runs[1]["id"])["error"]
+    assert registry.refresh(home / "runs").points == 0
+
+
+def test_local_run_whose_process_died_is_lost_not_running(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    script = "import os, slurmml, time\nslurmml.log(step=0, loss=1.0)\nslurmml.tracking.writer.flush_all()\nos._exit(0)\n"
+    env = {**os.environ, "SLURMML_HOME": str(home)}
+    env.pop("SLURMML_SPOOL", None)
+    subprocess.run([sys.executable, "-c", script.replace("slurmml.tracking", "__import__('slurmml.tracking.writer').tracking")],
+                   env=env, check=True)
+    registry = Registry(home / "registry.db")
+    registry.refresh(home / "runs")
+    (run,) = registry.runs()
+    assert run["state"] == "LOST" and "ended without recording its end" in registry.run(run["id"])["error"]
+
+
+def test_vanished_run_folder_is_reported(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    registry.conn.execute("UPDATE runs SET spool_path = ? WHERE id = 's1-0'", (str(tmp_path / "gone" / "spool" / "0.jsonl"),))
+    problems = registry.ingest().problems
+    assert problems == [f"run s1-0: its folder {tmp_path / 'gone'} no longer exists; nothing more to ingest"]
+
+
+def test_final_state_is_set_once_and_never_over_the_runs_own(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    write(tmp_path / "0.jsonl", start(0, 0.1), {"k": "end", "t": 20.0, "state": "COMPLETED", "exit_code": 0})
+    registry.ingest()
+    for _ in range(2):
+        registry.mark_final({"s1-0": ("CANCELLED", "x"), "s1-1": ("TIMEOUT", "Slurm: TIMEOUT")}, source="sacct")
+    assert registry.run("s1-0")["state"] == "COMPLETED"
+    assert [s["state"] for s in registry.run("s1-1")["states"]] == ["TIMEOUT"]

@@ -164,7 +164,7 @@ def test_plain_script_end_to_end(tmp_path: Path) -> None:
     run_id = result.stdout.strip()
     chunk = spool.parse_chunk((tmp_path / "home" / "runs" / run_id / "spool.jsonl").read_bytes())
     assert chunk.problems == []
-    assert [r["k"] for r in chunk.records] == ["start", "p"] + ["m"] * 100
+    assert [r["k"] for r in chunk.records] == ["start", "p"] + ["m"] * 100 + ["end"]  # the run ends with the interpreter
 
 
 def test_in_job_modules_import_nothing_heavy() -> None:
