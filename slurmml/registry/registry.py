@@ -126,6 +126,26 @@ class Registry:
         if dead:
             self.mark_final(dead, source="registry")
 
+    def store_job_records(self, records: Iterable[Any]) -> None:
+        """The poller's results: upsert Slurm's view of each job (JobRecord) into the cache every view reads."""
+        from dataclasses import astuple
+
+        from slurmml.slurm.accounting import JOB_RECORD_COLUMNS
+
+        columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
+        marks = ", ".join("?" * len(JOB_RECORD_COLUMNS))
+        with self._transaction():
+            self.conn.executemany(f"INSERT OR REPLACE INTO slurm_jobs({columns}) VALUES ({marks})",
+                                  [astuple(r) for r in records])
+
+    def job_records(self, job_ids: Optional[Iterable[str]] = None) -> dict[str, Any]:
+        from slurmml.slurm.accounting import JOB_RECORD_COLUMNS, JobRecord
+
+        sql = "SELECT " + ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS) + " FROM slurm_jobs"
+        rows = self.conn.execute(sql).fetchall()
+        wanted = set(job_ids) if job_ids is not None else None
+        return {row[0]: JobRecord(*row) for row in rows if wanted is None or row[0] in wanted}
+
     # -- reading -------------------------------------------------------------------------------
     def metric_names(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT name FROM metric_keys")}

@@ -71,4 +71,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN pid INTEGER;
     """,
+    # 3: the poller's cache of Slurm's view (one row per job or array task) and its shared schedule
+    """
+    CREATE TABLE slurm_jobs (
+        job_id TEXT PRIMARY KEY, state TEXT, reason TEXT, exit_code INTEGER, signal INTEGER,
+        elapsed_s INTEGER, timelimit_s INTEGER, alloc_cpus INTEGER, alloc_gpus INTEGER, req_mem_mb REAL,
+        total_cpu_s REAL, max_rss_mb REAL, node_list TEXT, submit REAL, start REAL, "end" REAL,
+        restarts INTEGER, source TEXT, updated REAL
+    );
+    CREATE TABLE poller_schedule (
+        call TEXT PRIMARY KEY,      -- 'squeue' or 'sacct'
+        last REAL,                  -- when the last call started (any process)
+        next_allowed REAL,          -- earliest time of the next call (interval or backoff)
+        failures INTEGER DEFAULT 0
+    );
+    """,
 ]
