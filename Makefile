@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	cd examples && ../$(PY) train.py -m $(DEMO_SWEEP)
 	@echo "Each run's outputs (config, log, .hydra/) are under examples/multirun/<date>/<time>/<job number>/"
+	$(VENV)/bin/slurmml runs --sort -val_acc --limit 6
 
 cluster: install
 	$(VENV)/bin/slurmml cluster up

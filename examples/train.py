@@ -4,7 +4,7 @@ Trains a classifier (an MLP or a linear model) on a noisy multi-class spiral
 that is generated from ``seed``, so no data has to be downloaded and the same
 seed always gives the same result. Training takes well under a second on one
 CPU core; importing torch takes longer.
-The app prints one line per epoch and returns the final validation accuracy,
+The app prints and logs (``slurmml.log``) one line per epoch and returns the final validation accuracy,
 which Hydra launchers and optimizing sweepers receive as the job's return value.
 
     python examples/train.py
@@ -20,6 +20,8 @@ import random
 
 import hydra
 import torch
+
+import slurmml
 from omegaconf import DictConfig
 from torch import nn
 
@@ -96,6 +98,7 @@ def main(cfg: DictConfig) -> float:
             optimizer.step()
             total += loss.item() * len(idx)
         val_acc = accuracy(model, x_val, y_val)
+        slurmml.log(step=epoch, loss=total / len(x_train), val_acc=val_acc)  # to the run registry
         print(
             f"epoch {epoch}/{cfg.epochs} loss={total / len(x_train):.4f} "
             f"val_acc={val_acc:.4f}",

@@ -41,8 +41,17 @@ def _emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[str],
         for number, column in enumerate(columns):
             table.add_column(column, no_wrap=number == 0)  # ids are for copying: keep them whole
         for row in rows:
-            table.add_row(*(str(row.get(c, "")) for c in columns))
+            table.add_row(*(_cell(row.get(c)) for c in columns))
         Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    """Table cells: short numbers, blanks for unknown (JSON and CSV keep full values)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 @click.group(cls=_Group)

@@ -189,20 +189,20 @@ def ingest_run(conn: sqlite3.Connection, run: int, spool_path: str, keys: Option
 def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None) -> IngestReport:
     """Ingest every run whose spool may have grown (runs not yet final, or final but not fully read)."""
     total = IngestReport()
-    query = "SELECT r.run, r.id, r.spool_path, coalesce(o.offset, 0) FROM runs r LEFT JOIN spool_offsets o USING (run) " \
+    query = "SELECT r.run, r.id, r.state, r.spool_path, coalesce(o.offset, 0) FROM runs r LEFT JOIN spool_offsets o USING (run) " \
             "WHERE r.spool_path IS NOT NULL"
     args: tuple = ()
     if sweep_id:
         query += " AND r.sweep_id = ?"
         args = (sweep_id,)
     keys = _Keys(conn)
-    for run, run_id, spool_path, offset in conn.execute(query, args).fetchall():
+    for run, run_id, state, spool_path, offset in conn.execute(query, args).fetchall():
         try:
             if os.path.getsize(spool_path) <= offset:
                 continue
         except OSError:
             folder = os.path.dirname(os.path.dirname(spool_path))
-            if not os.path.isdir(folder):
+            if not os.path.isdir(folder) and state not in FINAL_STATES:  # an ended run's folder may go
                 total.problems.append(f"run {run_id}: its folder {folder} no longer exists; nothing more to ingest")
             continue
         report = ingest_run(conn, run, spool_path, keys)
