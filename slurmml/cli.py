@@ -64,6 +64,12 @@ def main() -> None:
     """
 
 
+def _add_commands() -> None:
+    from slurmml.cli_report import report
+
+    main.add_command(report)
+
+
 @main.group()
 def cluster() -> None:
     """A real single-node Slurm on this machine, for development and tests (Debian, root)."""
@@ -207,3 +213,6 @@ def show(run_id: str, as_json: bool) -> None:
               ["metric", "last", "last_step", "min", "max", "count"], "metrics")
     if run.get("config"):
         console.print(Pretty(run["config"]))
+
+
+_add_commands()
