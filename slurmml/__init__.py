@@ -14,5 +14,6 @@ def __getattr__(name: str):
     if name in _TRACKING:
         from slurmml.tracking import client
 
-        return getattr(client, name)
+        value = globals()[name] = getattr(client, name)  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'slurmml' has no attribute {name!r}")

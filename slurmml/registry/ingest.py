@@ -9,7 +9,6 @@ recorded in ingest_problems and skipped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import time
@@ -59,28 +58,24 @@ class _Keys:
 
 def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys) -> int:
     points: list[tuple] = []
-    summary: dict[int, list] = {}  # key -> [last, last_step, min, max, count]
+    add = points.append
+    known = keys.ids
+    latest: dict[int, tuple] = {}  # key -> (value, step) of the highest step seen
     for record in records:
         kind = record.get("k")
         when = record.get("t")
-        if kind == "m":
+        if kind == "m":  # the hot path: keep it tight
             step = record.get("s")
-            for name, raw in (record.get("v") or {}).items():
-                value = _number(raw)
-                if value is None:
-                    continue
-                key = keys(name)
-                points.append((run, key, step, value, when))
-                entry = summary.get(key)
-                if entry is None:
-                    summary[key] = [value, step, value, value, 1]
-                else:
-                    if step is None or entry[1] is None or step >= entry[1]:
-                        entry[0], entry[1] = value, step
-                    if not math.isnan(value):
-                        entry[2] = value if math.isnan(entry[2]) else min(entry[2], value)
-                        entry[3] = value if math.isnan(entry[3]) else max(entry[3], value)
-                    entry[4] += 1
+            for name, value in (record.get("v") or {}).items():
+                if type(value) is not float:
+                    value = _number(value)
+                    if value is None:
+                        continue
+                key = known.get(name) or keys(name)
+                add((run, key, step, value, when))
+                seen = latest.get(key)
+                if seen is None or step is None or seen[1] is None or step >= seen[1]:
+                    latest[key] = (value, step)
         elif kind == "p":
             conn.executemany(
                 "INSERT OR REPLACE INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?)",
@@ -103,20 +98,33 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                        exit_code=record.get("exit_code"), error=record.get("error"), ended=when)
     if points:
         conn.executemany("INSERT INTO metrics(run, key, step, value, time) VALUES (?, ?, ?, ?, ?)", points)
-    if summary:
-        conn.executemany(
-            """INSERT INTO metric_summary(run, key, last, last_step, min, max, count) VALUES (?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(run, key) DO UPDATE SET
-                 last = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
-                             THEN excluded.last ELSE last END,
-                 last_step = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
-                             THEN excluded.last_step ELSE last_step END,
-                 min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
-                 max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
-                 count = count + excluded.count""",
-            [(run, key, *entry) for key, entry in summary.items()],
-        )
+        conn.executemany(SUMMARY_UPSERT, _summaries(run, points, latest))
     return len(points)
+
+
+def _summaries(run: int, points: list[tuple], latest: dict[int, tuple]) -> list[tuple]:
+    """(run, key, last, last_step, min, max, count) per key; NaN counts but is left out of min and max."""
+    values: dict[int, list[float]] = {key: [] for key in latest}
+    for point in points:
+        values[point[1]].append(point[3])
+    rows = []
+    for key, (last, last_step) in latest.items():
+        clean = [v for v in values[key] if v == v]
+        rows.append((run, key, last, last_step, min(clean) if clean else None, max(clean) if clean else None,
+                     len(values[key])))
+    return rows
+
+
+SUMMARY_UPSERT = """
+    INSERT INTO metric_summary(run, key, last, last_step, min, max, count) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT(run, key) DO UPDATE SET
+      last = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
+                  THEN excluded.last ELSE last END,
+      last_step = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
+                  THEN excluded.last_step ELSE last_step END,
+      min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
+      max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
+      count = count + excluded.count"""
 
 
 def _flatten(values: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:

@@ -230,7 +230,8 @@ class Registry:
     def best(self, metric: str, mode: str = "max", sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
         """A leaderboard: runs ranked by the last value of `metric`."""
         sql = ("SELECT r.id, r.sweep_id, r.job_num, r.overrides, s.last AS value, s.last_step AS step "
-               "FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) WHERE k.name = ?")
+               "FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
+               "WHERE k.name = ? AND s.last IS NOT NULL")  # a diverged run (NaN) never tops a leaderboard
         args: list[Any] = [metric]
         if sweep:
             sql += " AND r.sweep_id = ?"

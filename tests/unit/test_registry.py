@@ -212,3 +212,11 @@ def test_final_state_is_set_once_and_never_over_the_runs_own(tmp_path: Path) -> 
         registry.mark_final({"s1-0": ("CANCELLED", "x"), "s1-1": ("TIMEOUT", "Slurm: TIMEOUT")}, source="sacct")
     assert registry.run("s1-0")["state"] == "COMPLETED"
     assert [s["state"] for s in registry.run("s1-1")["states"]] == ["TIMEOUT"]
+
+
+def test_a_diverged_run_never_tops_a_min_leaderboard(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    for i, loss in enumerate([0.5, float("nan"), 0.2]):
+        write(tmp_path / f"{i}.jsonl", {"k": "m", "t": 1, "s": 1, "v": {"loss": loss}})
+    registry.ingest()
+    assert [r["id"] for r in registry.best("loss", "min")] == ["s1-2", "s1-0"]
