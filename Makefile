@@ -30,7 +30,9 @@ test: install cluster
 	SLURMML_REQUIRE_SLURM=$${SLURMML_REQUIRE_SLURM:-1} $(PY) -m pytest -p no:cacheprovider -rs
 
 bench: install cluster
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_submit.py
+	$(PY) benchmarks/bench_registry.py
 
 clean:
 	rm -rf $(VENV) examples/multirun examples/outputs
