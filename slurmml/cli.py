@@ -66,8 +66,10 @@ def main() -> None:
 
 def _add_commands() -> None:
     from slurmml.cli_report import report
+    from slurmml.cli_watch import watch
 
     main.add_command(report)
+    main.add_command(watch)
 
 
 @main.group()

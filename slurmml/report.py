@@ -260,17 +260,11 @@ def default_mode(metric: str) -> str:
 # -- per run ----------------------------------------------------------------------------------------------------
 
 def reconcile_state(run_state: str, record: Optional[JobRecord]) -> str:
-    """One state per run. Slurm's final word wins (it knows about timeouts and cancellations), except that a run
-    that recorded its own failure stays failed when the job still exited 0 (hydra 1928). While Slurm's view says
-    the job is not over, a run that already wrote its end keeps it (the poller's cache lags)."""
-    if record is None or not record.state:
+    """One state per run. A final state in the registry wins: the poller has already weighed Slurm's word
+    against the run's own end record there. Otherwise Slurm's final word fills in what the run did not record."""
+    if run_state in FINAL_STATES or record is None or not record.state:
         return run_state
-    slurm = record.state
-    if slurm in FINAL_STATES:
-        if slurm == "COMPLETED" and run_state in FAILED_STATES:
-            return run_state
-        return slurm
-    return run_state if run_state in FINAL_STATES else slurm
+    return record.state if record.state in FINAL_STATES else run_state
 
 
 def failure_cause(state: str, exit_code: Optional[int], signal: Optional[int], error: Optional[str]) -> str:

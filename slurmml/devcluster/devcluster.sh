@@ -26,7 +26,7 @@ PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 MARK="# Written by slurmml devcluster.sh; \`devcluster.sh up\` overwrites changes."
 
 NODE_CPUS=64
-NODE_MEM=20000
+NODE_MEM=65536
 NODE_GPUS=4
 
 export SLURM_CONF=$SLURM_CONF_FILE
@@ -274,7 +274,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,default_queue_depth=1000,bf_interval=1,bf_continue,bf_max_job_test=1000
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
+DefMemPerCPU=1024
 GresTypes=gpu
 # Accounting through slurmdbd, so sacct works; GPUs show in AllocTRES.
 AccountingStorageType=accounting_storage/slurmdbd
@@ -283,6 +283,8 @@ AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
 # Poll every 10s (default 30s); steps that end before the first poll have no MaxRSS in sacct.
 JobAcctGatherFrequency=10
+# no cgroups here: kill jobs over their requested memory from the accounting samples (OUT_OF_MEMORY)
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
 PartitionName=gpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP

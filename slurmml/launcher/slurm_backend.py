@@ -62,7 +62,7 @@ class ScriptMaker:
 def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
     import submitit
 
-    log_dir = log_folder(conf["submitit_folder"])
+    log_dir = str(Path(log_folder(conf["submitit_folder"])).absolute())  # recorded for readers elsewhere
     executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
     executor.update_parameters(**submitit_parameters(conf, template))  # checks names, converts units
     parameters = dict(executor._executor.parameters)

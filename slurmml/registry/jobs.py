@@ -13,6 +13,7 @@ stored as rows of the same table under names with a dot:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
@@ -147,12 +148,21 @@ def tracked_runs(registry: Any, ended_since: float) -> list[TrackedRun]:
                    r.created,
                    (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED'
                     AND s.source = 'launcher'),
-                   r.ended, r.log_path
+                   r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)
             FROM runs r
             WHERE r.slurm_job_id IS NOT NULL
               AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ?)""",
         (*FINAL_STATES, ended_since)).fetchall()
-    return [TrackedRun(*row) for row in rows]
+    return [_tracked(row) for row in rows]
+
+
+def _tracked(row: Any) -> TrackedRun:
+    """A relative log path (a sweep launched with a relative hydra.sweep.dir) is relative to the sweep's cwd."""
+    *fields, cwd = row
+    log_path = fields[-1]
+    if log_path and cwd and not os.path.isabs(log_path):
+        fields[-1] = os.path.join(cwd, log_path)
+    return TrackedRun(*fields)
 
 
 def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
@@ -166,9 +176,9 @@ def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
                        r.created,
                        (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED'
                         AND s.source = 'launcher'),
-                       r.ended, r.log_path
+                       r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)
                 FROM runs r WHERE r.id IN ({','.join('?' * len(part))})""", part).fetchall()
-        found.update((row[0], TrackedRun(*row)) for row in rows)
+        found.update((row[0], _tracked(row)) for row in rows)
     return found
 
 

@@ -232,7 +232,8 @@ def test_reconcile_state() -> None:
     assert reconcile_state("FAILED", job) == "FAILED"  # the task raised, the job exited 0 (hydra 1928)
     assert reconcile_state("RUNNING", JobRecord(job_id="1", state="TIMEOUT")) == "TIMEOUT"
     assert reconcile_state("COMPLETED", JobRecord(job_id="1", state="RUNNING", source="squeue")) == "COMPLETED"
-    assert reconcile_state("QUEUED", JobRecord(job_id="1", state="PENDING", source="squeue")) == "PENDING"
+    assert reconcile_state("QUEUED", JobRecord(job_id="1", state="PENDING", source="squeue")) == "QUEUED"
+    assert reconcile_state("OUT_OF_MEMORY", JobRecord(job_id="1", state="FAILED")) == "OUT_OF_MEMORY"  # poller settled
     assert reconcile_state("RUNNING", None) == "RUNNING"
 
 
