@@ -140,15 +140,17 @@ def postpone_call(registry: Any, call: str, until: float) -> None:
 
 # -- the runs the poller follows ------------------------------------------------------------------------------
 
+# the TrackedRun fields, then the sweep's cwd (to resolve relative log paths)
+_TRACKED_COLUMNS = """r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.error, coalesce(r.restarts, 0), r.created,
+    (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED' AND s.source = 'launcher'),
+    r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)"""
+
+
 def tracked_runs(registry: Any, ended_since: float) -> list[TrackedRun]:
     """Runs with a Slurm job that have not ended, or ended at or after `ended_since` (or at an unknown time)."""
     final = ",".join("?" * len(FINAL_STATES))
     rows = registry.conn.execute(
-        f"""SELECT r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.error, coalesce(r.restarts, 0),
-                   r.created,
-                   (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED'
-                    AND s.source = 'launcher'),
-                   r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)
+        f"""SELECT {_TRACKED_COLUMNS}
             FROM runs r
             WHERE r.slurm_job_id IS NOT NULL
               AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ?)""",
@@ -172,11 +174,7 @@ def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
     for start in range(0, len(ids), CHUNK):
         part = ids[start:start + CHUNK]
         rows = registry.conn.execute(
-            f"""SELECT r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.error, coalesce(r.restarts, 0),
-                       r.created,
-                       (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED'
-                        AND s.source = 'launcher'),
-                       r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)
+            f"""SELECT {_TRACKED_COLUMNS}
                 FROM runs r WHERE r.id IN ({','.join('?' * len(part))})""", part).fetchall()
         found.update((row[0], _tracked(row)) for row in rows)
     return found
