@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import asdict
 from typing import Any, Iterable
 
 import click
@@ -130,25 +129,28 @@ def info(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def status(sweep: str, as_json: bool, as_csv: bool) -> None:
-    """Where each task of SWEEP (a sweep id or directory) stands, from one Slurm call."""
-    from slurmml.sweeps import counts, reconcile, resolve_sweep, sweep_record, task_rows
+    """Where each task of SWEEP (a sweep id or directory) stands, as the shared poller last saw it."""
+    from slurmml.poller import Poller
+    from slurmml.sweeps import counts, resolve_sweep, sweep_record
 
-    columns = ["sweep_id", "job_num", "job_id", "state", "detail", "log"]
     registry = _registry()
+    Poller(registry).poll()  # one round, if the shared schedule allows a Slurm call now
+    columns = ["sweep_id", "job_num", "slurm_job_id", "state", "error", "log_path"]
     all_rows: list[dict] = []
     for state_dir in resolve_sweep(sweep):
         record = sweep_record(state_dir)
-        rows, warning = task_rows(state_dir)
-        if warning:
-            click.echo(f"slurmml: warning: {warning}", err=True)
-        reconcile(registry, record["sweep_id"], rows)
-        dicts = [{"sweep_id": record["sweep_id"], **asdict(r)} for r in rows]
-        all_rows.extend(dicts)
+        rows = [{**row, "error": _last_line(row["error"])} for row in registry.runs(sweep=record["sweep_id"])]
+        all_rows.extend(rows)
         if not (as_json or as_csv):
             tally = "  ".join(f"{state}={n}" for state, n in counts(rows).items())
-            _emit(dicts, False, False, columns[1:], f"sweep {record['sweep_id']}  {record['dir']}  {tally}")
+            _emit(rows, False, False, columns[1:], f"sweep {record['sweep_id']}  {record['dir']}  {tally}")
     if as_json or as_csv:
         _emit(all_rows, as_json, as_csv, columns)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _registry() -> Any:

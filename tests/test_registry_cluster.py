@@ -62,9 +62,9 @@ def test_task_killed_mid_logging_keeps_what_reached_its_spool(logger_app: Path, 
     reg = registry()
     reg.ingest()
     (run,) = reg.runs(sweep=sweep)
-    assert run["state"] == "LOST"  # never left RUNNING: Slurm said the job ended, the run never wrote its end
+    assert run["state"] == "FAILED"  # never left RUNNING: the poller recorded Slurm's final word
     detail = reg.run(run["id"])
-    assert "without a result" in detail["error"]
+    assert "killed by signal 9" in detail["error"]
     spool = Path(reg.conn.execute("SELECT spool_path FROM runs WHERE id = ?", (run["id"],)).fetchone()[0])
     chunk = parse_chunk(spool.read_bytes())
     on_disk = sum(len(r["v"]) for r in chunk.records if r["k"] == "m")

@@ -140,7 +140,10 @@ def launch_on_slurm(
     from slurmml.launcher.waiting import BatchWaiter
 
     log.info(f"slurmml: sweep {sweep_id} queued as job {ids}; waiting for it to end")
-    waiter = BatchWaiter(batch_dir, submissions, len(job_overrides), conf.get("poll_interval_s", 10.0))
+    from slurmml.poller import Poller
+
+    poller = Poller(registry, squeue_interval_s=conf.get("poll_interval_s", 10.0))
+    waiter = BatchWaiter(batch_dir, registry, run_ids, poller)
     try:
         with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
             lost = waiter.wait(on_progress=advance)

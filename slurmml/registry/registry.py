@@ -14,7 +14,7 @@ from slurmml.registry import ingest as _ingest
 from slurmml.registry.query import RUN_COLUMNS, downsample, filter_sql, parse_filter, parse_sort
 from slurmml.registry.store import connect, default_registry_path
 
-RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "started", "ended",
+RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
               "restarts", "overrides", "run_dir", "log_path"]
 
 
@@ -45,7 +45,7 @@ class Registry:
                 "INSERT OR IGNORE INTO sweeps(id, name, user, created, argv, cwd, sweep_dir, backend, git_commit, "
                 "git_dirty, git_diff, launcher) VALUES (:id, :name, :user, :created, :argv, :cwd, :sweep_dir, "
                 ":backend, :git_commit, :git_dirty, :git_diff, :launcher)",
-                {**{k: None for k in ("name", "user", "cwd", "backend", "git_commit", "git_dirty", "git_diff")},
+                {**{k: None for k in ("name", "user", "cwd", "sweep_dir", "backend", "git_commit", "git_dirty", "git_diff")},
                  **sweep, "argv": json.dumps(sweep.get("argv")), "launcher": json.dumps(sweep.get("launcher"))},
             )
             self.conn.executemany(
