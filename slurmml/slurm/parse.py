@@ -169,22 +169,3 @@ def parse_squeue(text: str) -> list[TaskState]:
         for job_id in _expand_array_id(fields[0]):
             states.append(TaskState(job_id, fields[1], fields[2] if len(fields) > 2 else ""))
     return states
-
-
-SACCT_STATE_FORMAT = "JobID,State,ExitCode"
-
-
-def parse_sacct_states(text: str) -> list[TaskState]:
-    """Rows of `sacct --noheader --parsable2 --allocations --format=SACCT_STATE_FORMAT`.
-
-    States such as `CANCELLED by 0` keep only the base word; the rest goes to reason.
-    """
-    states = []
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) < 3 or "." in fields[0]:
-            continue
-        word, _, rest = fields[1].partition(" ")
-        for job_id in _expand_array_id(fields[0]):
-            states.append(TaskState(job_id, word, (rest + f" exit={fields[2]}").strip()))
-    return states

@@ -10,7 +10,6 @@ from slurmml.slurm.parse import (
     Partition,
     gpus_in_gres,
     parse_job_id,
-    parse_sacct_states,
     parse_scontrol_config,
     parse_sinfo_partitions,
     parse_slurm_time_min,
@@ -158,30 +157,6 @@ def test_squeue_compressed_pending_range_expands_to_tasks():
 )
 def test_squeue_id_forms(row, ids):
     assert [s.job_id for s in parse_squeue(row)] == ids
-
-
-# --- sacct ------------------------------------------------------------------------
-
-def test_sacct_states_on_recording():
-    states = {s.job_id: s for s in parse_sacct_states(recorded("sacct_states.txt"))}
-    assert states["701"].state == "FAILED" and "exit=1:0" in states["701"].reason
-    assert states["702"].state == "TIMEOUT"
-    assert {states[f"700_{i}"].state for i in range(10)} == {"COMPLETED"}
-    cancelled = states["703_1"]
-    assert cancelled.state == "CANCELLED" and cancelled.reason == "by 0 exit=0:0"
-
-
-def test_sacct_step_lines_are_skipped():
-    with_steps = parse_sacct_states(recorded("sacct_states_steps.txt"))
-    assert not any("." in s.job_id for s in with_steps)
-    assert with_steps == parse_sacct_states(recorded("sacct_states.txt"))
-    # 701's srun step (.0) COMPLETED, but the job FAILED: the job line wins
-    assert {s.job_id: s.state for s in with_steps}["701"] == "FAILED"
-
-
-def test_sacct_pending_range_expands():
-    states = {s.job_id: s.state for s in parse_sacct_states(recorded("sacct_throttled_pending.txt"))}
-    assert states == {"700_0": "RUNNING", "700_1": "RUNNING", **{f"700_{i}": "PENDING" for i in range(2, 10)}}
 
 
 def test_days_hours_forms():
