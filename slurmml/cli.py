@@ -65,9 +65,11 @@ def main() -> None:
 
 def _add_commands() -> None:
     from slurmml.cli_report import report
+    from slurmml.cli_tui import tui
     from slurmml.cli_watch import watch
 
     main.add_command(report)
+    main.add_command(tui)
     main.add_command(watch)
 
 

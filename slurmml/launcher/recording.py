@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from slurmml.slurm.commands import run_command
 
@@ -41,7 +41,10 @@ def record_batch(
     batch_dir: Path,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
+    log_path: Optional[Callable[[int], str]] = None,
 ) -> Any:
+    """Record the sweep and its runs (SUBMITTING). `log_path(index)` gives a task's stderr file when it is
+    known before submission (local runs); Slurm runs get theirs from mark_queued once sbatch answers."""
     from slurmml.registry.registry import Registry
     from slurmml.tracking.secrets import mask_config
 
@@ -60,7 +63,8 @@ def record_batch(
     }
     runs = [
         {"id": run_id(sweep_id, initial_job_idx + index), "job_num": initial_job_idx + index,
-         "overrides": list(overrides), "spool_path": str(spool_path(batch_dir, index))}
+         "overrides": list(overrides), "spool_path": str(spool_path(batch_dir, index)),
+         "log_path": log_path(index) if log_path else None}
         for index, overrides in enumerate(job_overrides)
     ]
     registry.add_sweep(sweep, runs)

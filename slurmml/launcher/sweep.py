@@ -174,7 +174,8 @@ def launch_locally(
     _log_tasks(job_overrides, initial_job_idx)
     sweep_id = sweep_id_for(sweep_dir)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx)
+    registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx,
+                            log_path=lambda index: str(local_log_paths(batch_dir, index)[1]))
     batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
     batch.write_manifest(
         batch_dir,

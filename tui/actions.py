@@ -1,0 +1,39 @@
+"""The TUI's side effects on runs (cancel, requeue, clone), through slurmml.actions.
+
+Called from background workers; registry access goes under the data source's lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from slurmml import actions
+from tui.model import RunRow
+from tui.source import RegistrySource
+
+
+class RunActions:
+    def __init__(self, source: RegistrySource, python: str = sys.executable) -> None:
+        self.source = source
+        self.python = python
+
+    def refusal(self, action: str, row: RunRow) -> Optional[str]:
+        run = {"id": row.run_id, "state": row.state, "slurm_job_id": row.slurm_job_id or None}
+        return actions.refusal(action, run, row.owner or None, self.source.user)
+
+    def cancel(self, run_id: str) -> actions.ActionResult:
+        with self.source.lock:
+            return actions.cancel_run(self.source.registry, run_id, me=self.source.user)
+
+    def requeue(self, run_id: str) -> actions.ActionResult:
+        with self.source.lock:
+            return actions.requeue_run(self.source.registry, run_id, me=self.source.user)
+
+    def clone(self, run_id: str, overrides: list[str]) -> actions.ActionResult:
+        # a subprocess: the run's pickled task is loaded there, never into this process
+        return actions.clone_run(self.source.registry.path, run_id, overrides, python=self.python)
+
+    def overrides(self, run_id: str) -> list[str]:
+        with self.source.lock:
+            return list(self.source.registry.run(run_id).get("overrides") or [])

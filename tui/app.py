@@ -1,0 +1,195 @@
+"""`slurmml tui`: the app that ties the screens to the data source and to the run actions.
+
+The app is built from injected parts (source, actions, clock) so tests and benchmarks can drive it.
+All registry, file and Slurm work runs in thread workers; the UI thread only filters and draws.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
+from tui.model import ACTIVE_STATES, RunRow
+from tui.runs_screen import RunsScreen
+from tui.source import RefreshOutcome, RegistrySource, Snapshot
+
+REFRESH_S = 2.0  # registry reads; Slurm itself is asked at the shared poller's pace (10 s by default)
+SHOW_IN_QUESTION = 8
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """What an action did, kept for the status of the session (and for tests)."""
+
+    action: str
+    run_id: str
+    ok: bool
+    message: str
+
+
+class SlurmmlApp(App):
+    TITLE = "slurmml"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, source: RegistrySource, actions: Any = None, *, read_only: bool = False,
+                 refresh_s: float = REFRESH_S, sweep: Optional[str] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.source = source
+        self.actions = actions
+        self.read_only = read_only
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.initial_filter = f"sweep_id={sweep}" if sweep else ""
+        self.action_log: list[ActionRecord] = []
+        self._refreshing = False
+
+    def get_default_screen(self) -> RunsScreen:
+        return RunsScreen(self.initial_filter)
+
+    @property
+    def runs_screen(self) -> RunsScreen:
+        return self.screen_stack[0]  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        self.load_snapshot()
+        if self.refresh_s > 0:
+            self.set_interval(self.refresh_s, self.refresh_now)
+
+    # -- data ------------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="snapshot")
+    def load_snapshot(self) -> None:
+        """The first paint reads the registry as it is; ingest and Slurm come after, in refresh_now."""
+        snapshot = self.source.snapshot()
+        self.call_from_thread(self._show_snapshot, snapshot)
+        self.refresh_now()
+
+    def refresh_now(self) -> None:
+        if not self._refreshing:
+            self._refreshing = True
+            self._refresh()
+
+    @work(thread=True, group="refresh")
+    def _refresh(self) -> None:
+        try:
+            outcome = self.source.refresh()
+            snapshot = self.source.snapshot() if outcome.changed else None
+        finally:
+            self._refreshing = False
+        self.call_from_thread(self._refreshed, outcome, snapshot)
+
+    def _show_snapshot(self, snapshot: Snapshot) -> None:
+        self.runs_screen.show_snapshot(snapshot)
+
+    def _refreshed(self, outcome: RefreshOutcome, snapshot: Optional[Snapshot]) -> None:
+        if snapshot is not None:
+            self.runs_screen.show_snapshot(snapshot)
+        self.runs_screen.show_slurm_age(outcome.slurm_checked_at)
+        for problem in outcome.problems:
+            self.notify(problem, severity="warning", timeout=8)
+
+    # -- screens ---------------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def open_run(self, run_id: str) -> None:
+        from tui.detail_screen import RunDetailScreen
+
+        self.push_screen(RunDetailScreen(run_id))
+
+    def open_compare(self, run_ids: list[str]) -> None:
+        from tui.compare_screen import CompareScreen
+
+        self.push_screen(CompareScreen(run_ids))
+
+    def open_leaderboard(self, sweep: Optional[str]) -> None:
+        from tui.leaderboard_screen import LeaderboardScreen
+
+        self.push_screen(LeaderboardScreen(sweep))
+
+    # -- actions on runs ---------------------------------------------------------------------------------
+    def _allowed(self, action: str, rows: list[RunRow]) -> list[RunRow]:
+        """The rows this action may touch; a message for each one it may not."""
+        if not rows:
+            return []
+        if self.read_only or self.actions is None:
+            self.notify(f"{action}: slurmml tui was started with --read-only", severity="warning")
+            return []
+        allowed = []
+        for row in rows:
+            why = self.actions.refusal(action, row)
+            if why:
+                self._record(action, row.run_id, False, why)
+            else:
+                allowed.append(row)
+        return allowed
+
+    def cancel_runs(self, rows: list[RunRow]) -> None:
+        allowed = self._allowed("cancel", rows)
+        if allowed:
+            self._confirm("Cancel", allowed, lambda: self._act("cancel", [r.run_id for r in allowed]))
+
+    def requeue_runs(self, rows: list[RunRow]) -> None:
+        allowed = self._allowed("requeue", rows)
+        if not allowed:
+            return
+        run = lambda: self._act("requeue", [r.run_id for r in allowed])  # noqa: E731
+        if any(r.state in ACTIVE_STATES for r in allowed):  # requeueing a running job throws its progress away
+            self._confirm("Requeue (restart)", allowed, run)
+        else:
+            run()
+
+    def _confirm(self, verb: str, rows: list[RunRow], then: Callable[[], None]) -> None:
+        listed = "\n".join(f"  {r.run_id}  job {r.slurm_job_id}  {r.state}" for r in rows[:SHOW_IN_QUESTION])
+        more = f"\n  … and {len(rows) - SHOW_IN_QUESTION} more" if len(rows) > SHOW_IN_QUESTION else ""
+        question = f"{verb} {len(rows)} run{'s' if len(rows) > 1 else ''}?\n{listed}{more}"
+        self.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)
+
+    @work(thread=True, group="actions")
+    def _act(self, action: str, run_ids: list[str]) -> None:
+        act = self.actions.cancel if action == "cancel" else self.actions.requeue
+        for run_id in run_ids:
+            result = act(run_id)
+            self.call_from_thread(self._record, action, run_id, result.ok, result.message)
+        self.call_from_thread(self.refresh_now)
+
+    def clone_run(self, row: RunRow) -> None:
+        if self._allowed("clone", [row]):
+            self._edit_clone(row.run_id)
+
+    @work(thread=True, group="actions")
+    def _edit_clone(self, run_id: str) -> None:
+        overrides = self.actions.overrides(run_id)
+        self.call_from_thread(self.push_screen, CloneScreen(run_id, shlex.join(overrides)),
+                              lambda text: self._submit_clone(run_id, text))
+
+    def _submit_clone(self, run_id: str, text: Optional[str]) -> None:
+        if text is None:
+            return
+        try:
+            overrides = shlex.split(text)
+        except ValueError as error:
+            self._record("clone", run_id, False, f"cannot read the overrides: {error}")
+            return
+        self._clone(run_id, overrides)
+
+    @work(thread=True, group="actions")
+    def _clone(self, run_id: str, overrides: list[str]) -> None:
+        self.call_from_thread(self.notify, f"cloning {run_id}…")
+        result = self.actions.clone(run_id, overrides)
+        self.call_from_thread(self._record, "clone", run_id, result.ok, result.message)
+        self.call_from_thread(self.refresh_now)
+
+    def _record(self, action: str, run_id: str, ok: bool, message: str) -> None:
+        self.action_log.append(ActionRecord(action, run_id, ok, message))
+        self.notify(message, severity="information" if ok else "error", timeout=8)

@@ -1,0 +1,266 @@
+"""One run: its config and overrides, Slurm's facts, its logs as they grow, metric plots and GPU sparklines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Log, Sparkline, Static, TabbedContent, TabPane
+from textual_plotext import PlotextPlot
+
+from tui.model import ACTIVE_STATES, RunRow, format_duration, format_number, metric_mode
+from tui.source import LogTail, log_paths
+
+LOG_POLL_S = 1.0
+MAX_PLOTS = 12
+
+
+def _when(seconds: Optional[float]) -> str:
+    return "" if seconds is None else dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def facts_table(run: dict[str, Any]) -> Table:
+    """Slurm's and the run's own facts, in Slurm's vocabulary."""
+    job = run.get("job")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("run", run["id"]),
+        ("state", run["state"] + (f"  ({run['error'].splitlines()[-1][:80]})" if run.get("error") else "")),
+        ("JobId", run.get("slurm_job_id") or "(local run)"),
+        ("NodeList", (job.node_list if job else None) or run.get("host") or ""),
+        ("ExitCode", "" if run.get("exit_code") is None else str(run["exit_code"])),
+        ("Restarts", str(run.get("restarts") or 0)),
+        ("Submit", _when(job.submit if job else run.get("created"))),
+        ("Start", _when(run.get("started"))),
+        ("End", _when(run.get("ended"))),
+    ]
+    if job:
+        rows += [
+            ("AllocCPUS", str(job.alloc_cpus or "")),
+            ("AllocGPUs", str(job.alloc_gpus or 0)),
+            ("ReqMem", f"{job.req_mem_mb:.0f} MB" if job.req_mem_mb else ""),
+            ("MaxRSS", f"{job.max_rss_mb:.0f} MB" if job.max_rss_mb else ""),
+            ("Elapsed", format_duration(job.elapsed_s)),
+            ("Timelimit", format_duration(job.timelimit_s)),
+            ("Reason", job.reason or ""),
+        ]
+    if run.get("parent_id"):
+        rows.append(("cloned from", run["parent_id"]))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def history_table(run: dict[str, Any]) -> Table:
+    table = Table("time", "state", "source", box=None, padding=(0, 1), header_style="bold")
+    for change in run.get("states") or []:
+        table.add_row(_when(change["time"]), change["state"], change["source"] or "")
+    return table
+
+
+def config_text(config: Optional[dict[str, Any]]) -> str:
+    if not config:
+        return "(not recorded yet: the run has not started)"
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False).rstrip()
+
+
+class RunDetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("1", "tab('overview')", "Overview"),
+        Binding("2", "tab('logs')", "Logs"),
+        Binding("3", "tab('metrics')", "Metrics"),
+        Binding("4", "tab('gpu')", "GPU"),
+        Binding("e", "toggle_stream", "stdout/stderr"),
+        Binding("x", "cancel", "Cancel job"),
+        Binding("r", "requeue", "Requeue"),
+        Binding("n", "clone", "Clone"),
+    ]
+    DEFAULT_CSS = """
+    RunDetailScreen #title { height: 1; background: $primary; padding: 0 1; }
+    RunDetailScreen TabbedContent { height: 1fr; }
+    RunDetailScreen TabPane { height: 1fr; padding: 0; }
+    RunDetailScreen #overview-columns { height: auto; }
+    RunDetailScreen #facts-column { width: 60; height: auto; padding: 0 1; }
+    RunDetailScreen #config-column { width: 1fr; height: auto; padding: 0 1; }
+    RunDetailScreen .section { text-style: bold; color: $text-accent; margin-top: 1; }
+    RunDetailScreen #log-path { height: 1; color: $text-muted; }
+    RunDetailScreen Log { height: 1fr; }
+    RunDetailScreen PlotextPlot { height: 16; }
+    RunDetailScreen Sparkline { height: 4; margin: 0 1 1 1; }
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.run: Optional[dict[str, Any]] = None
+        self.stream = "stderr"
+        self.tail: Optional[LogTail] = None
+        self.plots: dict[str, PlotextPlot] = {}
+        self.plotted: dict[str, int] = {}  # metric -> point count last plotted
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"run {self.run_id}", id="title")
+        with TabbedContent(initial="overview"):
+            with TabPane("Overview", id="overview"):
+                with VerticalScroll():
+                    with Horizontal(id="overview-columns"):
+                        with Vertical(id="facts-column"):
+                            yield Label("Slurm", classes="section")
+                            yield Static(id="facts")
+                            yield Label("Overrides", classes="section")
+                            yield Static(id="overrides")
+                            yield Label("State history", classes="section")
+                            yield Static(id="history")
+                        with Vertical(id="config-column"):
+                            yield Label("Resolved config", classes="section")
+                            yield Static(id="config")
+            with TabPane("Logs", id="logs"):
+                yield Static("", id="log-path")
+                yield Log(max_lines=5000, id="log")
+            with TabPane("Metrics", id="metrics"):
+                yield VerticalScroll(Static("no metrics logged yet", id="no-metrics"), id="plots")
+            with TabPane("GPU", id="gpu"):
+                yield VerticalScroll(id="gpu-panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+        self.set_interval(LOG_POLL_S, self.follow_log)
+        self.set_interval(self.app.refresh_s, self.reload_if_active)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    # -- loading -------------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="detail")
+    def load(self) -> None:
+        run = self.app.source.run_detail(self.run_id)
+        names = list(run["metrics"])[:MAX_PLOTS]
+        curves = self.app.source.curves([self.run_id], names) if names else {}
+        self.app.call_from_thread(self.show_run, run, curves)
+
+    def reload_if_active(self) -> None:
+        if self.run is not None and self.run["state"] in ACTIVE_STATES:
+            self.load()
+
+    def show_run(self, run: dict[str, Any], curves: dict[str, dict[str, list[tuple]]]) -> None:
+        first = self.run is None
+        self.run = run
+        self.query_one("#title", Static).update(
+            Text.assemble(("run ", ""), (run["id"], "bold"), f"  ·  {run['state']}",
+                          f"  ·  owner {run['owner']}" if run.get("owner") else ""))
+        self.query_one("#facts", Static).update(facts_table(run))
+        self.query_one("#overrides", Static).update(" ".join(run.get("overrides") or []) or "(none)")
+        self.query_one("#history", Static).update(history_table(run))
+        self.query_one("#config", Static).update(config_text(run.get("config")))
+        self._show_plots(run, curves)
+        self._show_gpu(run["gpu"])
+        if first:
+            self._open_stream()
+
+    def _show_plots(self, run: dict[str, Any], curves: dict[str, dict[str, list[tuple]]]) -> None:
+        panel = self.query_one("#plots", VerticalScroll)
+        if curves:
+            self.query_one("#no-metrics").display = False
+        for name, by_run in curves.items():
+            points = by_run.get(self.run_id) or []
+            if name in self.plots and self.plotted.get(name) == len(points):
+                continue  # unchanged since the last reload
+            if name not in self.plots:
+                self.plots[name] = PlotextPlot()
+                panel.mount(self.plots[name])
+            self.plotted[name] = len(points)
+            plot = self.plots[name]
+            plt = plot.plt
+            plt.clear_data()
+            summary = run["metrics"].get(name, {})
+            best = summary.get("min") if metric_mode(name) == "min" else summary.get("max")
+            plt.title(f"{name}   last {format_number(summary.get('last'))}   best {format_number(best)}")
+            if points:
+                plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points])
+            plt.xlabel("step")
+            plot.refresh()
+
+    def _show_gpu(self, series: dict[str, list[float]]) -> None:
+        panel = self.query_one("#gpu-panel", VerticalScroll)
+        panel.remove_children()
+        if not series["util"]:
+            panel.mount(Static("No GPU samples: the run has none (no NVML on its node, no GPUs allocated, "
+                               "or it has not sampled yet)."))
+            return
+        util, memory = series["util"], series["memory"]
+        panel.mount(Label(f"GPU utilization  (last {util[-1]:.0f}%, mean {sum(util) / len(util):.0f}%, {len(util)} samples)"))
+        panel.mount(Sparkline(util, summary_function=max))
+        if memory:
+            panel.mount(Label(f"GPU memory used  (last {memory[-1]:.0f}%, peak {max(memory):.0f}%)"))
+            panel.mount(Sparkline(memory, summary_function=max))
+
+    # -- logs ------------------------------------------------------------------------------------------------
+    def _open_stream(self) -> None:
+        paths = log_paths(self.run or {})
+        path = paths[self.stream]
+        self.tail = LogTail(path)
+        self.query_one("#log-path", Static).update(f"{self.stream}: {path or '(no log recorded for this run)'}  [e: switch]")
+        self.query_one("#log", Log).clear()
+        self.follow_log()
+
+    def action_toggle_stream(self) -> None:
+        self.stream = "stdout" if self.stream == "stderr" else "stderr"
+        if self.run is not None:
+            self._open_stream()
+        self.action_tab("logs")
+
+    @work(thread=True, exclusive=True, group="log")
+    def follow_log(self) -> None:
+        tail = self.tail
+        if tail is None:
+            return
+        text, restarted = tail.read_new()
+        if text or restarted:
+            self.app.call_from_thread(self._append_log, tail, text, restarted)
+
+    def _append_log(self, tail: LogTail, text: str, restarted: bool) -> None:
+        if tail is not self.tail:
+            return  # the user switched streams meanwhile
+        log = self.query_one("#log", Log)
+        if restarted:
+            log.clear()
+        log.write(text)
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def _row(self) -> Optional[RunRow]:
+        if self.run is None:
+            return None
+        run = self.run
+        return RunRow(run["id"], run.get("sweep_id") or "", run.get("job_num"), run["state"], run.get("slurm_job_id") or "",
+                      overrides=" ".join(run.get("overrides") or []), owner=run.get("owner") or "")
+
+    def action_cancel(self) -> None:
+        if self._row():
+            self.app.cancel_runs([self._row()])
+
+    def action_requeue(self) -> None:
+        if self._row():
+            self.app.requeue_runs([self._row()])
+
+    def action_clone(self) -> None:
+        if self._row():
+            self.app.clone_run(self._row())
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self) -> None:
+        if self.query_one(TabbedContent).active == "logs":
+            self.query_one("#log", Log).focus()
+

@@ -1,0 +1,113 @@
+"""Small modal screens: help, confirmation, and the clone editor."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+HELP = """\
+[b]Runs[/b]
+  ↑ ↓ PgUp PgDn Home End  move            enter / double-click  open a run
+  space                   mark a run      c                     compare marked runs
+  /                       filter          esc                   clear the filter
+  s / S                   sort by next column / reverse (or click a column title)
+  g                       group by sweep  l                     leaderboard
+  x                       cancel job(s)   r                     requeue job(s)
+  n                       clone: edit the overrides and submit a new run
+  f5                      refresh now     q                     quit
+
+[b]Filter[/b]  words match run ids, sweeps, states, hosts and overrides;
+  KEY OP VALUE compares a config key, a metric or a run column:
+  [i]mlp failed[/i]   [i]lr<0.01[/i]   [i]model=mlp val_acc>0.9[/i]   [i]state=RUNNING[/i]
+
+[b]A run[/b]  1 overview · 2 logs (e: stdout/stderr, follows the file) · 3 metrics · 4 GPU
+[b]Leaderboard[/b]  choose metric and scope; m flips min/max; a config key ranks within each of its values
+
+Slurm is asked by one shared poller (squeue every 10 s at most, sacct once a minute) for every
+view of this registry; the status line says how old Slurm's view is.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical { width: 96; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(HELP)
+            yield Label("esc: close")
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 80; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 2; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            with Horizontal():
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class CloneScreen(ModalScreen[str | None]):
+    """Edit a run's overrides; returns the edited text (Hydra override syntax) or None."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
+    DEFAULT_CSS = """
+    CloneScreen { align: center middle; }
+    CloneScreen > Vertical { width: 110; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    CloneScreen Horizontal { height: auto; margin-top: 1; }
+    CloneScreen Button { margin-right: 2; }
+    """
+
+    def __init__(self, run_id: str, overrides: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.overrides = overrides
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Clone run {self.run_id}: same code and config, with these overrides")
+            yield Input(self.overrides, id="overrides")
+            yield Static("enter: submit a new run (it records this run as its parent) · esc: cancel", classes="hint")
+            with Horizontal():
+                yield Button("Submit", variant="primary", id="submit")
+                yield Button("Cancel", id="cancel")
+
+    @on(Input.Submitted)
+    def submitted(self) -> None:
+        self.dismiss(self.query_one(Input).value)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.query_one(Input).value if event.button.id == "submit" else None)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,175 @@
+"""Where the TUI's data comes from: the registry (read, ingested, reconciled by the shared poller) and log files.
+
+Every method here blocks (SQLite, files, Slurm through the poller), so the app calls them only from
+background workers. One registry connection is shared by those workers under a lock.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from slurmml.registry import browse
+from tui.model import RunRow, metric_mode
+
+
+@dataclass
+class Snapshot:
+    """Everything the runs view needs, read in one go."""
+
+    rows: list[RunRow]
+    metrics: list[str]
+    sweep_names: dict[str, str]
+    read_at: float
+
+
+@dataclass
+class RefreshOutcome:
+    changed: bool
+    slurm_checked_at: Optional[float] = None  # when squeue last answered for this registry (any process)
+    problems: list[str] = field(default_factory=list)
+
+
+class RegistrySource:
+    def __init__(self, registry: Any, poller: Any = None, local_runs_dir: Optional[Path] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.poller = poller
+        self.local_runs_dir = local_runs_dir
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._version: Optional[tuple[int, int]] = None
+        self.user = getpass.getuser()
+
+    @classmethod
+    def open(cls, path: Optional[Path] = None, poll_interval_s: float = 10.0, poll: bool = True,
+             clock: Callable[[], float] = time.time) -> "RegistrySource":
+        from slurmml.home import slurmml_home
+        from slurmml.poller import Poller
+        from slurmml.registry.registry import Registry
+
+        registry = Registry(path, create=False)
+        poller = Poller(registry, squeue_interval_s=poll_interval_s, warn=lambda message: None) if poll else None
+        return cls(registry, poller, slurmml_home() / "runs", clock)
+
+    # -- the runs view --------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self.lock:
+            conn = self.registry.conn
+            self._version = browse.data_version(conn)
+            runs = browse.run_list(conn)
+            summaries = browse.metric_summaries(conn)
+            metrics = browse.metric_names(conn)
+            gpu = browse.live_gpu_util(conn)
+        modes = {name: metric_mode(name) for name in metrics}
+        rows, names = [], {}
+        for (key, run_id, sweep_id, job_num, state, job_id, host, created, started, ended, restarts, overrides,
+             parent, owner, sweep_name) in runs:
+            values = summaries.get(key, {})
+            row_metrics = {name: (last, (low if modes[name] == "min" else high)) for name, (last, low, high) in values.items()}
+            rows.append(RunRow(run_id, sweep_id or "", job_num, state, job_id or "", host or "", created, started, ended,
+                               restarts or 0, overrides, owner or "", parent or "", row_metrics, gpu.get(key)))
+            if sweep_id and sweep_name:
+                names[sweep_id] = sweep_name
+        return Snapshot(rows, metrics, names, self.clock())
+
+    def refresh(self) -> RefreshOutcome:
+        """Ingest new spool lines and let the shared poller ask Slurm if (and only if) its schedule allows."""
+        outcome = RefreshOutcome(changed=False)
+        with self.lock:
+            try:
+                report = self.registry.refresh(self.local_runs_dir)
+                outcome.problems.extend(report.problems)
+                if self.poller is not None:
+                    polled = self.poller.poll()
+                    outcome.problems.extend(polled.failed_calls)
+            except Exception as error:  # a locked or vanished registry: say so, keep showing what we have
+                outcome.problems.append(f"refresh failed: {error}")
+            outcome.slurm_checked_at = self._last_squeue()
+            outcome.changed = browse.data_version(self.registry.conn) != self._version
+        return outcome
+
+    def _last_squeue(self) -> Optional[float]:
+        row = self.registry.conn.execute("SELECT last FROM poller_schedule WHERE call = 'squeue' AND failures = 0").fetchone()
+        return row[0] if row else None
+
+    def matching_ids(self, expressions: tuple[str, ...]) -> set[str]:
+        with self.lock:
+            return browse.matching_run_ids(self.registry.conn, expressions)
+
+    # -- one run ----------------------------------------------------------------------------------------
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        with self.lock:
+            run = self.registry.run(run_id)
+            job = self.registry.job_records([run["slurm_job_id"]]).get(run["slurm_job_id"]) if run.get("slurm_job_id") else None
+            sweep = self.registry.conn.execute("SELECT user, backend, launcher FROM sweeps WHERE id = ?",
+                                               (run.get("sweep_id"),)).fetchone()
+            run["gpu"] = browse.gpu_series(self.registry.conn, run_id)
+        run["job"] = job
+        run["owner"] = sweep["user"] if sweep else None
+        run["backend"] = sweep["backend"] if sweep else "local"
+        return run
+
+    def curves(self, run_ids: list[str], metrics: list[str], max_points: int = 300) -> dict[str, dict[str, list[tuple]]]:
+        """metric -> run id -> downsampled (step, value) points."""
+        with self.lock:
+            return {name: self.registry.curves(run_ids, name, max_points) for name in metrics}
+
+    def configs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        with self.lock:
+            return browse.config_maps(self.registry.conn, run_ids)
+
+    def leaderboard(self, metric: str, mode: str, sweep: Optional[str], group_key: Optional[str],
+                    limit: int = 50) -> list[dict[str, Any]]:
+        with self.lock:
+            return browse.leaderboard(self.registry.conn, metric, mode, sweep, group_key, limit)
+
+    def metric_names(self) -> list[str]:
+        with self.lock:
+            return browse.metric_names(self.registry.conn)
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.registry.sweeps()
+
+
+def log_paths(run: dict[str, Any]) -> dict[str, Optional[str]]:
+    """stdout and stderr of a run from the path the launcher recorded (Slurm: <job>_0_log.err; local: <i>.err)."""
+    err = run.get("log_path")
+    if not err:
+        return {"stdout": None, "stderr": None}
+    out = err[:-4] + ".out" if err.endswith(".err") else None
+    return {"stdout": out, "stderr": err}
+
+
+class LogTail:
+    """Follows a file as it grows: the last `initial_bytes` first, then whatever was appended since."""
+
+    def __init__(self, path: Optional[str], initial_bytes: int = 64 * 1024) -> None:
+        self.path = path
+        self.offset: Optional[int] = None
+        self.initial_bytes = initial_bytes
+
+    def read_new(self) -> tuple[str, bool]:
+        """(new text, whether the file was truncated or replaced and the view should start over)."""
+        if not self.path:
+            return "", False
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return "", False
+        restart = self.offset is not None and size < self.offset  # rewritten (e.g. a requeued job's log)
+        if self.offset is None or restart:
+            self.offset = max(0, size - self.initial_bytes)
+        if size == self.offset:
+            return "", restart
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(size - self.offset)
+        self.offset = size
+        return data.decode("utf-8", errors="replace"), restart
