@@ -28,7 +28,7 @@ class CompareScreen(Screen):
     CompareScreen PlotextPlot { height: 14; }
     CompareScreen #legend { height: auto; padding: 0 1; }
     CompareScreen .section { text-style: bold; color: $text-accent; padding: 0 1; }
-    CompareScreen #differences { height: 12; }
+    CompareScreen #differences { height: auto; max-height: 10; }
     """
 
     def __init__(self, run_ids: list[str]) -> None:
@@ -74,7 +74,7 @@ class CompareScreen(Screen):
             for number, (run_id, label) in enumerate(zip(self.run_ids, labels)):
                 points = by_run.get(run_id) or []
                 if points:
-                    plt.plot([p[0] for p in points], [p[1] for p in points], label=f"{number + 1}. {label}"[:40])
+                    plt.plot([p[0] for p in points], [p[1] for p in points], label=f"{number + 1}. {label}"[:40], marker="braille")
         table = self.query_one("#differences", DataTable)
         table.add_column("key")
         for number, run in enumerate(runs):

@@ -138,7 +138,8 @@ class RunDetailScreen(Screen):
     def on_mount(self) -> None:
         self.load()
         self.set_interval(LOG_POLL_S, self.follow_log)
-        self.set_interval(self.app.refresh_s, self.reload_if_active)
+        if self.app.refresh_s > 0:
+            self.set_interval(self.app.refresh_s, self.reload_if_active)
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -189,7 +190,7 @@ class RunDetailScreen(Screen):
             best = summary.get("min") if metric_mode(name) == "min" else summary.get("max")
             plt.title(f"{name}   last {format_number(summary.get('last'))}   best {format_number(best)}")
             if points:
-                plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points])
+                plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points], marker="braille")
             plt.xlabel("step")
             plot.refresh()
 

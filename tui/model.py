@@ -79,7 +79,7 @@ BASE_COLUMNS = (
 
 def columns_for(rows: Sequence[RunRow], metrics: Sequence[str]) -> list[Column]:
     """Fixed columns sized to their content (within limits), then one per metric: 'last (best)'."""
-    widths = {"run_id": (8, 32), "overrides": (9, 40), "slurm_job_id": (3, 14), "state": (5, 13)}
+    widths = {"run_id": (8, 32), "overrides": (9, 32), "slurm_job_id": (3, 14), "state": (5, 13)}
     out = []
     for key, title, width in BASE_COLUMNS:
         if key in widths:
@@ -89,7 +89,7 @@ def columns_for(rows: Sequence[RunRow], metrics: Sequence[str]) -> list[Column]:
         align = "right" if key in ("elapsed", "gpu") else "left"
         out.append(Column(key, title, width, align))
     for name in metrics:
-        out.append(Column(f"metric:{name}", name, max(17, len(name) + 2), "right"))
+        out.append(Column(f"metric:{name}", name, max(15, len(name) + 2), "right"))
     return out
 
 

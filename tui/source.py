@@ -18,6 +18,9 @@ from slurmml.registry import browse
 from tui.model import RunRow, metric_mode
 
 
+RECENT_S = 600.0  # after this long, an ended run's spool is not looked at again on every refresh
+
+
 @dataclass
 class Snapshot:
     """Everything the runs view needs, read in one go."""
@@ -44,6 +47,8 @@ class RegistrySource:
         self.clock = clock
         self.lock = threading.RLock()
         self._version: Optional[tuple[int, int]] = None
+        self._ingested_all = False
+        self.warnings: list[str] = []  # the poller's (accounting off, refused fields), shown once each
         self.user = getpass.getuser()
 
     @classmethod
@@ -53,9 +58,10 @@ class RegistrySource:
         from slurmml.poller import Poller
         from slurmml.registry.registry import Registry
 
-        registry = Registry(path, create=False)
-        poller = Poller(registry, squeue_interval_s=poll_interval_s, warn=lambda message: None) if poll else None
-        return cls(registry, poller, slurmml_home() / "runs", clock)
+        source = cls(Registry(path, create=False), None, slurmml_home() / "runs", clock)
+        if poll:
+            source.poller = Poller(source.registry, squeue_interval_s=poll_interval_s, warn=source.warnings.append)
+        return source
 
     # -- the runs view --------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -83,11 +89,15 @@ class RegistrySource:
         outcome = RefreshOutcome(changed=False)
         with self.lock:
             try:
-                report = self.registry.refresh(self.local_runs_dir)
+                # the first refresh reads every spool; later ones only those of runs active or ended lately
+                report = self.registry.refresh(self.local_runs_dir, recent_s=RECENT_S if self._ingested_all else None)
+                self._ingested_all = True
                 outcome.problems.extend(report.problems)
                 if self.poller is not None:
                     polled = self.poller.poll()
                     outcome.problems.extend(polled.failed_calls)
+                outcome.problems.extend(self.warnings)
+                self.warnings.clear()
             except Exception as error:  # a locked or vanished registry: say so, keep showing what we have
                 outcome.problems.append(f"refresh failed: {error}")
             outcome.slurm_checked_at = self._last_squeue()

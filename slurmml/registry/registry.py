@@ -85,14 +85,15 @@ class Registry:
             self.conn.execute("DELETE FROM sweeps WHERE id = ? AND NOT EXISTS "
                               "(SELECT 1 FROM runs WHERE sweep_id = ?)", (sweep_id, sweep_id))
 
-    def ingest(self, sweep_id: Optional[str] = None) -> _ingest.IngestReport:
-        return _ingest.ingest(self.conn, sweep_id)
+    def ingest(self, sweep_id: Optional[str] = None, recent_s: Optional[float] = None) -> _ingest.IngestReport:
+        return _ingest.ingest(self.conn, sweep_id, recent_s)
 
-    def refresh(self, local_runs_dir: Optional[Path] = None) -> _ingest.IngestReport:
-        """What every view does first: adopt plain-script runs, ingest all spools, end local runs whose process died."""
+    def refresh(self, local_runs_dir: Optional[Path] = None, recent_s: Optional[float] = None) -> _ingest.IngestReport:
+        """What every view does first: adopt plain-script runs, ingest spools (all, or with `recent_s` only
+        those of runs active or ended lately), end local runs whose process died."""
         if local_runs_dir is not None:
             self.adopt_local_runs(local_runs_dir)
-        report = self.ingest()
+        report = self.ingest(recent_s=recent_s)
         self.end_dead_local_runs()
         return report
 
