@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from slurmml.errors import SlurmmlError
-from tui.model import (FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
+from tui.model import (ACTIVE_STATES, FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
                        sort_rows, state_counts)
 from tui.run_table import RunTable
 from tui.source import Snapshot
@@ -108,8 +108,11 @@ class RunsScreen(Screen):
         parts.extend(f"{n} {state.lower()}" for state, n in counts.items() if state in ("RUNNING", "QUEUED", "FAILED"))
         if self.table.marked:
             parts.append(f"{len(self.table.marked)} marked")
-        age = None if self.slurm_checked_at is None else self.app.clock() - self.slurm_checked_at
-        parts.append(f"Slurm checked {format_age(age)}")
+        if any(state in ACTIVE_STATES for state in counts):
+            age = None if self.slurm_checked_at is None else self.app.clock() - self.slurm_checked_at
+            parts.append(f"Slurm checked {format_age(age)}")
+        else:
+            parts.append("no active jobs")
         if self.app.read_only:
             parts.append("read-only")
         self.query_one("#status", Static).update(" · ".join(parts))
