@@ -28,3 +28,46 @@ def test_no_heavy_imports(code: str) -> None:
 
 def test_cli_and_core_do_not_import_hydra() -> None:
     assert "hydra" not in modules_after("from slurmml.cli import main; import slurmml.slurm.parse, slurmml.launcher.plan")
+
+
+def slurmml_modules() -> list[str]:
+    import pkgutil
+
+    import slurmml
+
+    return [m.name for m in pkgutil.walk_packages(slurmml.__path__, "slurmml.") if not m.name.endswith("__main__")]
+
+
+def test_no_slurmml_module_imports_the_tui_or_textual() -> None:
+    """The core stays usable without the TUI's stack: `slurmml tui` imports it only when it runs."""
+    modules = slurmml_modules()
+    assert "slurmml.registry.browse" in modules and "slurmml.cli_tui" in modules
+    loaded = modules_after("import " + ", ".join(modules))
+    assert {m for m in loaded if m.split(".")[0] in ("textual", "textual_plotext", "tui")} == set()
+
+
+def test_tui_is_imported_only_inside_the_tui_command() -> None:
+    """No module under slurmml/ names textual at all; `tui` is named only inside function bodies."""
+    import ast
+    from pathlib import Path
+
+    import slurmml
+
+    where_tui: list[str] = []
+    for path in sorted(Path(slurmml.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        inside_functions = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                            for node in ast.walk(fn)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            tops = {name.split(".")[0] for name in names}
+            assert not tops & {"textual", "textual_plotext"}, f"{path}:{node.lineno} imports textual"
+            if "tui" in tops:
+                assert id(node) in inside_functions, f"{path}:{node.lineno} imports tui at module level"
+                where_tui.append(path.name)
+    assert set(where_tui) == {"cli_tui.py"}
