@@ -42,7 +42,7 @@ class TrackedRun:
     error: Optional[str]
     restarts: int
     created: Optional[float]
-    queued_at: Optional[float]  # when sbatch had answered (the launcher's QUEUED state change)
+    queued_at: Optional[float]  # when sbatch (launcher) or `scontrol requeue` (user) last answered: QUEUED changes
     ended: Optional[float]
     log_path: Optional[str]
 
@@ -142,7 +142,7 @@ def postpone_call(registry: Any, call: str, until: float) -> None:
 
 # the TrackedRun fields, then the sweep's cwd (to resolve relative log paths)
 _TRACKED_COLUMNS = """r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.error, coalesce(r.restarts, 0), r.created,
-    (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED' AND s.source = 'launcher'),
+    (SELECT max(s.time) FROM run_states s WHERE s.run = r.run AND s.state = 'QUEUED' AND s.source IN ('launcher', 'user')),
     r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)"""
 
 

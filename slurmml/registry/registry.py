@@ -38,21 +38,25 @@ class Registry:
         return _Transaction(self.conn)
 
     def add_sweep(self, sweep: dict[str, Any], runs: Iterable[dict[str, Any]]) -> None:
-        """Record a sweep and its runs before any job starts (state SUBMITTING)."""
+        """Record a sweep and its runs before any job starts (state SUBMITTING).
+
+        A sweep already recorded is kept as it is: this also adds runs (a clone, with its `parent_id`) to it.
+        """
         now = time.time()
         with self._transaction():
             self.conn.execute(
                 "INSERT OR IGNORE INTO sweeps(id, name, user, created, argv, cwd, sweep_dir, backend, git_commit, "
                 "git_dirty, git_diff, launcher) VALUES (:id, :name, :user, :created, :argv, :cwd, :sweep_dir, "
                 ":backend, :git_commit, :git_dirty, :git_diff, :launcher)",
-                {**{k: None for k in ("name", "user", "cwd", "sweep_dir", "backend", "git_commit", "git_dirty", "git_diff")},
+                {**{k: None for k in ("name", "user", "created", "cwd", "sweep_dir", "backend", "git_commit", "git_dirty",
+                                       "git_diff")},
                  **sweep, "argv": json.dumps(sweep.get("argv")), "launcher": json.dumps(sweep.get("launcher"))},
             )
             self.conn.executemany(
-                "INSERT INTO runs(id, sweep_id, job_num, overrides, spool_path, log_path, state, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'SUBMITTING', ?)",
+                "INSERT INTO runs(id, sweep_id, job_num, overrides, spool_path, log_path, parent_id, state, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'SUBMITTING', ?)",
                 [(r["id"], sweep["id"], r["job_num"], json.dumps(r.get("overrides", [])), r.get("spool_path"),
-                  r.get("log_path"), now) for r in runs],
+                  r.get("log_path"), r.get("parent_id"), now) for r in runs],
             )
 
     def mark_queued(self, job_ids: dict[str, tuple[str, str]]) -> None:
@@ -78,6 +82,30 @@ class Registry:
                     self.conn.execute("INSERT INTO run_states(run, state, time, source) "
                                       "SELECT run, ?, ?, ? FROM runs WHERE id = ?", (state, now, source, run_id))
 
+    def mark_requeued(self, run_id: str, source: str = "user") -> None:
+        """After `scontrol requeue` answered: the run is QUEUED again, and the shared poller follows it again.
+
+        Its end (ended, error, exit code) is cleared; `started` stays, so the rerun's start record counts as a
+        restart when it is ingested. The cached Slurm record of its job goes: it describes the execution that
+        ended, and the poller would settle the run back to that state before squeue saw the job again.
+        """
+        now = time.time()
+        with self._transaction():
+            row = self.conn.execute("SELECT slurm_job_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise SlurmmlError(f"no run {run_id!r} in {self.path}")
+            self.conn.execute("UPDATE runs SET state = 'QUEUED', ended = NULL, error = NULL, exit_code = NULL "
+                              "WHERE id = ?", (run_id,))
+            self.conn.execute("INSERT INTO run_states(run, state, time, source) "
+                              "SELECT run, 'QUEUED', ?, ? FROM runs WHERE id = ?", (now, source, run_id))
+            if row[0]:
+                self.conn.execute("DELETE FROM slurm_jobs WHERE job_id = ?", (row[0],))
+
+    def next_job_num(self, sweep_id: str) -> int:
+        """The job number a run added to this sweep gets: one more than the largest so far."""
+        row = self.conn.execute("SELECT max(job_num) FROM runs WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
     def discard_runs(self, sweep_id: str, run_ids: list[str]) -> None:
         """Forget runs whose submission failed, and their sweep if nothing else is left in it."""
         with self._transaction():
@@ -87,6 +115,13 @@ class Registry:
 
     def ingest(self, sweep_id: Optional[str] = None, recent_s: Optional[float] = None) -> _ingest.IngestReport:
         return _ingest.ingest(self.conn, sweep_id, recent_s)
+
+    def ingest_one(self, run_id: str) -> _ingest.IngestReport:
+        """Read one run's new spool lines (before acting on it: its state must be current)."""
+        row = self.conn.execute("SELECT run, spool_path FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or not row[1]:
+            return _ingest.IngestReport()
+        return _ingest.ingest_run(self.conn, row[0], row[1])
 
     def refresh(self, local_runs_dir: Optional[Path] = None, recent_s: Optional[float] = None) -> _ingest.IngestReport:
         """What every view does first: adopt plain-script runs, ingest spools (all, or with `recent_s` only
@@ -226,6 +261,22 @@ class Registry:
                               (key,))}
         run["artifacts"] = [dict(r) for r in self.conn.execute(
             "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
+        return run
+
+    def run_with_sweep(self, run_id: str) -> dict[str, Any]:
+        """One run's row (no metrics) with its sweep's owner, backend, cwd, sweep_dir, argv and launcher config.
+
+        What the run actions need; plain-script runs (no sweep) have None for the sweep's fields.
+        """
+        row = self.conn.execute(
+            "SELECT r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.spool_path, r.log_path, r.overrides, "
+            "r.parent_id, r.restarts, r.host, r.pid, s.user AS owner, s.backend, s.cwd, s.sweep_dir, s.argv, s.launcher "
+            "FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise SlurmmlError(f"no run {run_id!r} in {self.path}")
+        run = dict(row)
+        for field in ("overrides", "argv", "launcher"):
+            run[field] = json.loads(run[field]) if run[field] else None
         return run
 
     def best(self, metric: str, mode: str = "max", sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
