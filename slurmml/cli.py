@@ -64,6 +64,7 @@ def main() -> None:
 
 
 def _add_commands() -> None:
+    from slurmml.cli_actions import cancel, clone, requeue
     from slurmml.cli_report import report
     from slurmml.cli_tui import tui
     from slurmml.cli_watch import watch
@@ -71,6 +72,8 @@ def _add_commands() -> None:
     main.add_command(report)
     main.add_command(tui)
     main.add_command(watch)
+    for command in (cancel, requeue, clone):
+        main.add_command(command)
 
 
 @main.group()

@@ -1,0 +1,217 @@
+"""What a person can do to a run, for the TUI and the CLI: cancel it, requeue it, clone it with a change.
+
+Each action is checked first by `refusal` (pure), then makes one Slurm call through `run_command`, then
+records what changed, so the shared poller follows the run from there. Actions return an ActionResult
+whose one-line message is shown to the user as it is: front ends never see a traceback. Cloning
+unpickles the sweep's code, so it runs in a subprocess (`slurmml clone`), never in the caller.
+Kept light: no Hydra, no cloudpickle, no Rich here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from slurmml.errors import SlurmmlError
+from slurmml.registry.ingest import FINAL_STATES
+from slurmml.slurm.commands import CommandResult, run_command
+
+ACTIONS = ("cancel", "requeue", "clone")
+NOT_STARTED = ("SUBMITTING", "QUEUED")
+CLONE_TIMEOUT_S = 300.0  # unpickling, composing the config and sbatch (120 s at most) in the subprocess
+# what scontrol/scancel say about a job slurmctld has forgotten (MinJobAge after it ended) or never had
+UNKNOWN_JOB = "invalid job id specified"
+ALREADY_ENDED = "already completing or completed"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    ok: bool
+    message: str  # one line, shown to the user as is
+    new_run_id: Optional[str] = None  # clone only
+
+
+def _plain_script(run: dict) -> bool:
+    """A run that `slurmml.log` started in a plain script: recorded without a sweep (a row without the
+    sweep_id key says nothing either way)."""
+    return "sweep_id" in run and run["sweep_id"] is None
+
+
+def _is_local(run: dict) -> bool:
+    """A run of a local sweep, or of a plain script: it never had a Slurm job."""
+    return run.get("backend") == "local" or _plain_script(run)
+
+
+def refusal(action: str, run: dict, owner: Optional[str], me: str) -> Optional[str]:
+    """Why `action` may not act on `run`, or None. Pure: the TUI calls it to tell what cannot be done.
+
+    `run` is a registry row: id, state and slurm_job_id, and when known sweep_id, spool_path and backend
+    (Registry.run_with_sweep has them all), which give more precise reasons.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    run_id, state, job_id = run.get("id"), run.get("state"), run.get("slurm_job_id")
+    if owner is not None and owner != me:
+        return f"run {run_id} belongs to {owner}; slurmml acts only on your own runs"
+    if action == "clone":
+        if _plain_script(run) or ("spool_path" in run and not run["spool_path"]):
+            return (f"run {run_id} was not launched by slurmml (a plain script's run): "
+                    f"there is no sweep to clone it from")
+        return None
+    if action == "cancel" and state in FINAL_STATES:
+        return f"run {run_id} has already ended ({state}); nothing to cancel"
+    if not job_id:
+        if _is_local(run):
+            instead = "stop its process instead" if action == "cancel" else "clone it instead"
+            return (f"run {run_id} was launched on this machine, not on Slurm: "
+                    f"there is no Slurm job to {action}; {instead}")
+        if state == "SUBMITTING":
+            return f"run {run_id} has no Slurm job id yet (sbatch has not answered); nothing to {action}"
+        return f"run {run_id} has no Slurm job id; nothing to {action}"
+    if action == "requeue" and state in NOT_STARTED:
+        return f"run {run_id} is still queued (Slurm job {job_id}); nothing to requeue"
+    return None
+
+
+def run_owner(registry: Any, run_id: str) -> Optional[str]:
+    """Who launched the run's sweep (sweeps.user); None for a plain script's run. SlurmmlError for an unknown run."""
+    return registry.run_with_sweep(run_id)["owner"]
+
+
+def _target(registry: Any, action: str, run_id: str, me: Optional[str]) -> tuple[Optional[dict], Optional[str]]:
+    """The run, read after ingesting its spool (its state must be current), and why not to act on it."""
+    try:
+        registry.ingest_one(run_id)
+        run = registry.run_with_sweep(run_id)
+    except SlurmmlError as error:
+        return None, str(error)
+    return run, refusal(action, run, run["owner"], me or getpass.getuser())
+
+
+# -- what Slurm said (pure; unit-tested on recorded stderr) ---------------------------------------------------
+
+def error_lines(stderr: str) -> list[str]:
+    """Error lines without the program's prefix: `scancel: error: Kill job error on job id 5: X` -> `Kill job ...`."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return [re.sub(r"^\w+:\s*error:\s*", "", line) for line in lines if "error" in line.lower()] or lines
+
+
+def scancel_problem(stderr: str) -> Optional[str]:
+    """Why `scancel --verbose` (which exits 0 either way) cancelled nothing, or None if it did."""
+    for line in error_lines(stderr):
+        match = re.search(r"Kill job error on job id \S+: (.*)", line)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def scontrol_problem(stderr: str) -> str:
+    """scontrol's complaint without the job id it repeats: `Invalid job id specified for job 5000`,
+    `4971_28: Invalid job id specified` -> `Invalid job id specified`."""
+    lines = error_lines(stderr)
+    line = lines[0] if lines else "no message"
+    line = re.sub(r"\s+for job \S+$", "", line)
+    return re.sub(r"^\d+(_\d+)?:\s*", "", line)
+
+
+def cancel_message(run_id: str, job_id: str, result: CommandResult) -> ActionResult:
+    if not result.ok:
+        return ActionResult(False, f"scancel refused Slurm job {job_id} of run {run_id}: "
+                                   f"{scontrol_problem(result.stderr or result.stdout)}")
+    problem = scancel_problem(result.stderr)
+    if problem is None:
+        return ActionResult(True, f"cancelled run {run_id} (Slurm job {job_id})")
+    if ALREADY_ENDED in problem.lower():
+        return ActionResult(False, f"run {run_id}: Slurm job {job_id} had already ended; nothing to cancel")
+    if UNKNOWN_JOB in problem.lower():
+        return ActionResult(False, f"run {run_id}: Slurm no longer knows job {job_id} (it ended a while ago); "
+                                   f"nothing to cancel")
+    return ActionResult(False, f"scancel did not cancel Slurm job {job_id} of run {run_id}: {problem}")
+
+
+REQUEUE_HINTS = {  # scontrol's words (lower case) -> what the user can do
+    "job is pending execution": "it has not started yet; nothing to requeue",
+    "requested operation is presently disabled": "this job may not be requeued (submitted with --no-requeue, "
+                                                 "or the cluster sets JobRequeue=0): clone the run instead",
+}
+
+
+def requeue_message(run_id: str, job_id: str, result: CommandResult) -> ActionResult:
+    """What to tell the user after `scontrol requeue` (the registry is updated only when ok)."""
+    if result.ok:
+        # slurmctld holds a requeued job until the old execution's credential expires (EligibleTime = now + 121 s)
+        return ActionResult(True, f"requeued run {run_id} (Slurm job {job_id}); Slurm holds a requeued job "
+                                  f"about 2 minutes before it starts again")
+    problem = scontrol_problem(result.stderr or result.stdout)
+    if problem.lower().startswith(UNKNOWN_JOB):
+        return ActionResult(False, f"Slurm no longer knows job {job_id} of run {run_id} (it forgets a job MinJobAge, "
+                                   f"300 s by default, after it ends): clone the run instead (slurmml clone {run_id})")
+    hint = REQUEUE_HINTS.get(problem.lower().rstrip("."))
+    return ActionResult(False, f"scontrol refused to requeue Slurm job {job_id} of run {run_id}: {problem}"
+                               f"{'; ' + hint if hint else ''}")
+
+
+# -- the actions -------------------------------------------------------------------------------------------
+
+def cancel_run(registry: Any, run_id: str, run: Callable[..., CommandResult] = run_command,
+               me: Optional[str] = None) -> ActionResult:
+    """`scancel` the run's job (or array task, `123_4`). The poller records CANCELLED from Slurm's word."""
+    target, why = _target(registry, "cancel", run_id, me)
+    if why or target is None:
+        return ActionResult(False, why or f"no run {run_id!r}")
+    job_id = target["slurm_job_id"]
+    # --verbose: scancel exits 0 even for a job that has ended or is forgotten, and says so only when verbose
+    return cancel_message(run_id, job_id, run(["scancel", "--verbose", job_id]))
+
+
+def requeue_run(registry: Any, run_id: str, run: Callable[..., CommandResult] = run_command,
+                me: Optional[str] = None) -> ActionResult:
+    """`scontrol requeue` the run's job: it runs again under the same job id and spool (restarts + 1).
+
+    Works on a running job (restarted) and on one that ended less than MinJobAge ago; the run is QUEUED
+    again in the registry, so the shared poller follows it.
+    """
+    target, why = _target(registry, "requeue", run_id, me)
+    if why or target is None:
+        return ActionResult(False, why or f"no run {run_id!r}")
+    job_id = target["slurm_job_id"]
+    result = requeue_message(run_id, job_id, run(["scontrol", "requeue", job_id]))
+    if result.ok:
+        registry.mark_requeued(run_id, source="user")
+    return result
+
+
+CLONED_LINE = re.compile(r"^cloned (\S+) as (\S+)")
+
+
+def clone_command(registry_path: Any, run_id: str, overrides: list[str], python: str = sys.executable) -> list[str]:
+    """The `slurmml clone` command line that clones with exactly `overrides` (the front end merged them)."""
+    return [python, "-m", "slurmml", "clone", "--registry", str(registry_path), "--replace", "--", run_id,
+            *overrides]
+
+
+def clone_outcome(result: CommandResult) -> ActionResult:
+    """Exit code, last stderr line and the `cloned X as Y (...)` stdout line as an ActionResult."""
+    if result.ok:
+        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        match = CLONED_LINE.match(lines[-1]) if lines else None
+        if match:
+            return ActionResult(True, lines[-1], new_run_id=match.group(2))
+        return ActionResult(False, f"slurmml clone printed no new run: {lines[-1] if lines else 'nothing'}")
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else f"slurmml clone exited with code {result.returncode}"
+    return ActionResult(False, re.sub(r"^slurmml:\s*", "", last))
+
+
+def clone_run(registry_path: Any, run_id: str, overrides: list[str], python: str = sys.executable,
+              run: Callable[..., CommandResult] = run_command) -> ActionResult:
+    """Clone the run with these overrides (the whole list, as the user edited it), as a new run of its sweep.
+
+    The sweep's code is unpickled in a `python -m slurmml clone` subprocess, never in this process.
+    """
+    argv = clone_command(Path(registry_path), run_id, list(overrides), python)
+    return clone_outcome(run(argv, timeout_s=CLONE_TIMEOUT_S))

@@ -1,0 +1,75 @@
+"""`slurmml cancel`, `slurmml requeue` and `slurmml clone`: the run actions (slurmml.actions), also in the TUI."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import click
+
+
+def _registry(path: Optional[str]) -> Any:
+    from pathlib import Path
+
+    from slurmml.registry.registry import Registry
+
+    return Registry(Path(path) if path else None, create=False)
+
+
+def _each(action: Callable[..., Any], run_ids: tuple[str, ...]) -> None:
+    """Act on every run, one line each (refusals on stderr); exit 1 if any was refused or failed."""
+    registry = _registry(None)
+    failed = 0
+    for run_id in run_ids:
+        result = action(registry, run_id)
+        if result.ok:
+            click.echo(result.message)
+        else:
+            click.echo(f"slurmml: {result.message}", err=True)
+            failed += 1
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def cancel(run_ids: tuple[str, ...]) -> None:
+    """Cancel runs' Slurm jobs (scancel); the shared poller then records them CANCELLED.
+
+    Only your own runs that have not ended. Runs launched on this machine (slurmml_local) have no Slurm job.
+    """
+    from slurmml.actions import cancel_run
+
+    _each(cancel_run, run_ids)
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def requeue(run_ids: tuple[str, ...]) -> None:
+    """Run runs again under the same Slurm job id (scontrol requeue): a running one restarts, an ended one reruns.
+
+    The run is QUEUED again and counts a restart when it starts. Slurm holds a requeued job about 2 minutes
+    before it starts, and forgets a job 5 minutes (MinJobAge) after it ended: clone such a run instead.
+    """
+    from slurmml.actions import requeue_run
+
+    _each(requeue_run, run_ids)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("overrides", nargs=-1)
+@click.option("--replace", is_flag=True,
+              help="OVERRIDES are the new run's whole override list, not changes to the run's.")
+@click.option("--registry", "registry_path", type=click.Path(dir_okay=False),
+              help="The registry to use (default: $SLURMML_HOME/registry.db).")
+def clone(run_id: str, overrides: tuple[str, ...], replace: bool, registry_path: Optional[str]) -> None:
+    """Run RUN_ID again as a new run of its sweep: the same code and config, plus OVERRIDES.
+
+    An override of a key the run already sets replaces it (lr=0.01 replaces lr=0.1, ~lr drops it); other
+    overrides are added. The code is the one staged when the sweep was launched. The new config is composed
+    first: if it does not compose, nothing is recorded or submitted. The new run records RUN_ID as its parent.
+    """
+    from slurmml.launcher.clone import clone as clone_run
+
+    result = clone_run(_registry(registry_path), run_id, list(overrides), replace=replace)
+    click.echo(f"cloned {run_id} as {result.run_id} ({result.where})")
