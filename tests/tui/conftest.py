@@ -204,7 +204,7 @@ async def settle(pilot: Any, rounds: int = 3) -> None:
         await pilot.pause()
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
     """Poll the running app until predicate() is true (a deadline, never a measured duration)."""
     deadline = time.monotonic() + timeout_s
     while True:
