@@ -9,6 +9,7 @@ to fixed times afterwards, so every screen shows the same thing on every run.
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import os
 import time
@@ -18,9 +19,13 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from rich.console import Console
+from textual.widgets import DataTable, Input, Static
+
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import JobRecord
 from slurmml.tracking.writer import SpoolWriter
+from tui.model import RunRow
 
 FIXED = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the app's "now"
 USER = "alice"  # who launched the sweeps, and who the tests' data source says it is
@@ -204,7 +209,8 @@ async def settle(pilot: Any, rounds: int = 3) -> None:
         await pilot.pause()
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition",
+                   interval_s: float = 0.05) -> Any:
     """Poll the running app until predicate() is true (a deadline, never a measured duration)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -213,7 +219,63 @@ async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout_s: float = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        await pilot.pause(0.05)
+        await pilot.pause(interval_s)
+
+
+# -- reading what the app shows --------------------------------------------------------------------------------
+def screen_lines(table: Any) -> list[str]:
+    """What the runs table draws, line by line (header first)."""
+    return ["".join(segment.text for segment in table.render_line(y)).rstrip() for y in range(table.size.height)]
+
+
+def shown_ids(table: Any) -> list[str]:
+    return [line.run_id for line in table.lines if isinstance(line, RunRow)]
+
+
+def facts_of(widget: Static) -> dict[str, str]:
+    """The detail's facts table as name -> value."""
+    pairs = (line.strip().split(None, 1) for line in text_of(widget).splitlines() if line.strip())
+    return {pair[0]: pair[1].strip() if len(pair) > 1 else "" for pair in pairs}
+
+
+def text_of(widget: Static) -> str:
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+def notes(app: Any) -> list[tuple[str, str]]:
+    return [(n.severity, n.message) for n in app._notifications]
+
+
+async def go_to(pilot: Any, run_id: str) -> None:
+    table = pilot.app.runs_screen.table
+    table.action_jump(0)
+    for _ in range(len(table.lines)):
+        if table.current is not None and table.current.run_id == run_id:
+            return
+        await pilot.press("down")
+    raise AssertionError(f"{run_id} is not shown")
+
+
+async def type_filter(pilot: Any, text: str, keys: bool = False) -> None:
+    """/ then the text (typed key by key, or pasted in one go), then enter."""
+    await pilot.press("slash")
+    field = pilot.app.runs_screen.query_one("#filter", Input)
+    assert field.has_focus
+    if keys:
+        field.value = ""
+        await pilot.press(*text)
+    else:
+        field.value = text
+    await pilot.press("enter")
+    await settle(pilot)
+    assert pilot.app.runs_screen.table.has_focus
+
+
+def board(screen: Any) -> list[list[str]]:
+    table = screen.query_one("#board", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 def run_async(coroutine: Any) -> Any:

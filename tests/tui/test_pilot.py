@@ -9,70 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from textual.widgets import DataTable, Input, Log, Select, Static, TabbedContent
+from textual.widgets import DataTable, Input, Log, Select, Static
 
 from slurmml.registry.registry import Registry
 from slurmml.tracking.spool import encode
 from tests.tui.conftest import (COMPLETED_RUN, FAILED_RUN, FIXED, LOG_DIR, RUNNING_RUN, STDERR, STDOUT, SWEEP_A,
-                                SWEEP_B, run_async, settle, wait_for)
+                                SWEEP_B, board, facts_of, go_to, notes, run_async, screen_lines, settle, shown_ids,
+                                text_of, type_filter, wait_for)
 from tui.actions import RunActions
 from tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
-from tui.model import GroupLine, RunRow
+from tui.model import GroupLine
 
 SIZE = (120, 40)
 QUEUED_RUN = f"{SWEEP_A}-3"
 RESTARTED_RUN = f"{SWEEP_B}-1"
-
-
-def screen_lines(table: Any) -> list[str]:
-    """What the runs table draws, line by line (header first)."""
-    return ["".join(segment.text for segment in table.render_line(y)).rstrip() for y in range(table.size.height)]
-
-
-def shown_ids(table: Any) -> list[str]:
-    return [line.run_id for line in table.lines if isinstance(line, RunRow)]
-
-
-def facts_of(widget: Static) -> dict[str, str]:
-    """The detail's facts table as name -> value."""
-    pairs = (line.strip().split(None, 1) for line in text_of(widget).splitlines() if line.strip())
-    return {pair[0]: pair[1].strip() if len(pair) > 1 else "" for pair in pairs}
-
-
-def text_of(widget: Static) -> str:
-    console = Console(width=200, record=True, color_system=None, file=open("/dev/null", "w"))
-    console.print(widget.content)
-    return console.export_text()
-
-
-def notes(app: Any) -> list[tuple[str, str]]:
-    return [(n.severity, n.message) for n in app._notifications]
-
-
-async def go_to(pilot: Any, run_id: str) -> None:
-    table = pilot.app.runs_screen.table
-    table.action_jump(0)
-    for _ in range(len(table.lines)):
-        if table.current is not None and table.current.run_id == run_id:
-            return
-        await pilot.press("down")
-    raise AssertionError(f"{run_id} is not shown")
-
-
-async def type_filter(pilot: Any, text: str, keys: bool = False) -> None:
-    """/ then the text (typed key by key, or pasted in one go), then enter."""
-    await pilot.press("slash")
-    field = pilot.app.runs_screen.query_one("#filter", Input)
-    assert field.has_focus
-    if keys:
-        field.value = ""
-        await pilot.press(*text)
-    else:
-        field.value = text
-    await pilot.press("enter")
-    await settle(pilot)
-    assert pilot.app.runs_screen.table.has_focus
 
 
 class RecordingActions(RunActions):
@@ -371,11 +321,6 @@ def test_compare_needs_two_runs_and_shows_only_what_differs(make_app) -> None:
             assert app.screen is app.runs_screen
 
     run_async(scenario())
-
-
-def board(screen: Any) -> list[list[str]]:
-    table = screen.query_one("#board", DataTable)
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 def test_leaderboard_ranks_flips_scopes_and_groups(make_app) -> None:
