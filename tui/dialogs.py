@@ -25,10 +25,10 @@ HELP = """\
   [i]mlp failed[/i]   [i]lr<0.01[/i]   [i]model=mlp val_acc>0.9[/i]   [i]state=RUNNING[/i]
 
 [b]A run[/b]  1 overview · 2 logs (e: stdout/stderr, follows the file) · 3 metrics · 4 GPU
-[b]Leaderboard[/b]  choose metric and scope; m flips min/max; a config key ranks within each of its values
+[b]Leaderboard[/b]  pick metric and scope; m flips min/max; a config key ranks within its values
 
-Slurm is asked by one shared poller (squeue every 10 s at most, sacct once a minute) for every
-view of this registry; the status line says how old Slurm's view is.
+One shared poller asks Slurm for every view of this registry (squeue every 10 s at
+most, sacct once a minute); the status line says how old Slurm's view is.
 """
 
 

@@ -68,7 +68,12 @@ class LeaderboardScreen(Screen):
         else:
             self.query_one("#board", DataTable).add_column("no metrics logged yet")
 
-    @on(Select.Changed)
+    @on(Select.Changed, "#metric")
+    def metric_changed(self) -> None:
+        self.mode = None  # each metric starts at its own best end (a loss lowest first)
+        self.rank()
+
+    @on(Select.Changed, "#scope")
     @on(Input.Submitted, "#group-key")
     def controls_changed(self) -> None:
         self.rank()
@@ -99,9 +104,13 @@ class LeaderboardScreen(Screen):
         except SlurmmlError as error:
             self.app.call_from_thread(self.app.notify, str(error), severity="error")
             return
-        self.app.call_from_thread(self.show_board, metric, mode, group_key, rows)
+        empty = "no run has logged it"
+        if not rows and group_key and not self.app.source.has_config_key(group_key):
+            empty = f"no run has a config key {group_key!r} (nested keys are dotted, e.g. model.name)"
+        self.app.call_from_thread(self.show_board, metric, mode, group_key, rows, empty)
 
-    def show_board(self, metric: str, mode: str, group_key: Optional[str], rows: list[dict[str, Any]]) -> None:
+    def show_board(self, metric: str, mode: str, group_key: Optional[str], rows: list[dict[str, Any]],
+                   empty: str = "no run has logged it") -> None:
         self.query_one("#title", Static).update(
             f"leaderboard · {metric} ({'highest' if mode == 'max' else 'lowest'} first, m: flip)"
             + (f" · ranked within each {group_key}" if group_key else ""))
@@ -115,7 +124,7 @@ class LeaderboardScreen(Screen):
                       row["state"], row["overrides"]]
             table.add_row(*cells, key=row["id"])
         if not rows:
-            table.add_row(*(["no run has logged it" if c == "run" else "" for c in columns]))
+            table.add_row(*([empty if c == "run" else "" for c in columns]))
 
     @on(DataTable.RowSelected, "#board")
     def open_run(self, event: DataTable.RowSelected) -> None:

@@ -16,6 +16,7 @@ ACTIVE_STATES = ("SUBMITTING", "QUEUED", "RUNNING")
 _LOWER_IS_BETTER = re.compile(r"(loss|err|mse|mae|rmse|perplexity|ppl|nll|wer|cer|regret|time|latency)", re.I)
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")
+_UNFINISHED = re.compile(r"^[A-Za-z_][\w.\-/]*(<=|>=|!=|==|=|<|>|!)$")
 
 
 def metric_mode(name: str) -> str:
@@ -79,12 +80,12 @@ BASE_COLUMNS = (
 
 def columns_for(rows: Sequence[RunRow], metrics: Sequence[str]) -> list[Column]:
     """Fixed columns sized to their content (within limits), then one per metric: 'last (best)'."""
-    widths = {"run_id": (8, 32), "overrides": (9, 32), "slurm_job_id": (3, 14), "state": (5, 13)}
+    widths = {"run_id": (8, 32), "overrides": (9, 32), "slurm_job_id": (3, 14), "state": (5, 16)}
     out = []
     for key, title, width in BASE_COLUMNS:
         if key in widths:
             low, high = widths[key]
-            longest = max((len(str(getattr(r, key) or "")) for r in rows), default=0)
+            longest = max((len(_state_text(r) if key == "state" else str(getattr(r, key) or "")) for r in rows), default=0)
             width = max(low, min(high, longest), len(title))
         align = "right" if key in ("elapsed", "gpu") else "left"
         out.append(Column(key, title, width, align))
@@ -132,8 +133,8 @@ def cell_text(row: RunRow, column: Column, now: float, marked: bool = False) -> 
         return format_duration(row.elapsed(now))
     if key == "gpu":
         return "" if row.gpu_util is None else f"{row.gpu_util:.0f}%"
-    if key == "state" and row.restarts:
-        return f"{row.state}↻{row.restarts}"
+    if key == "state":
+        return _state_text(row)
     metric = column.metric
     if metric is not None:
         last, best = row.metrics.get(metric, (None, None))
@@ -143,6 +144,10 @@ def cell_text(row: RunRow, column: Column, now: float, marked: bool = False) -> 
         return text if best is None or best == last else f"{text} ({format_number(best)})"
     value = getattr(row, key, "")
     return "" if value is None else str(value)
+
+
+def _state_text(row: RunRow) -> str:
+    return f"{row.state}↻{row.restarts}" if row.restarts else row.state
 
 
 # -- filtering ----------------------------------------------------------------------------------------
@@ -162,6 +167,8 @@ def parse_filter_text(text: str) -> FilterQuery:
     text = re.sub(r"\s*(<=|>=|!=|==|=|<|>)\s*", r"\1", text.strip())
     words, expressions = [], []
     for token in text.split():
+        if _UNFINISHED.match(token):
+            continue  # 'lr<' while the value is still being typed: neither a word nor a comparison yet
         if _EXPRESSION.match(token):
             expressions.append(token)
         else:

@@ -139,6 +139,10 @@ class RegistrySource:
         with self.lock:
             return browse.leaderboard(self.registry.conn, metric, mode, sweep, group_key, limit)
 
+    def has_config_key(self, key: str) -> bool:
+        with self.lock:
+            return browse.config_key_exists(self.registry.conn, key)
+
     def metric_names(self) -> list[str]:
         with self.lock:
             return browse.metric_names(self.registry.conn)

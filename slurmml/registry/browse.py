@@ -122,6 +122,11 @@ def leaderboard(conn: sqlite3.Connection, metric: str, mode: str = "max", sweep:
     return rows
 
 
+def config_key_exists(conn: sqlite3.Connection, key: str) -> bool:
+    """Whether any run has this config key, exactly or as a dotted suffix (as leaderboard's group_key matches)."""
+    return conn.execute("SELECT 1 FROM params WHERE key = ? OR key LIKE ? LIMIT 1", (key, f"%.{key}")).fetchone() is not None
+
+
 def data_version(conn: sqlite3.Connection) -> tuple[int, int]:
     """Changes by other connections (PRAGMA data_version) and by this one (total_changes): a cheap
     'has anything changed since I last looked' for views that refresh on a timer."""

@@ -11,6 +11,8 @@ from slurmml.errors import SlurmmlError
 
 _FILTER = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
 RUN_COLUMNS = {"state", "host", "job_num", "slurm_job_id", "exit_code", "sweep_id", "id"}
+TEXT_RUN_COLUMNS = {"state", "host", "slurm_job_id", "sweep_id", "id"}  # '5745' and '100_2' are ids, not numbers
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,13 @@ def parse_filter(text: str) -> Filter:
     key, op, raw = match.groups()
     op = "=" if op == "==" else op
     raw = raw.strip("'\"")
-    try:
-        value: Any = float(raw)
-    except ValueError:
-        if op not in ("=", "!="):
-            raise SlurmmlError(f"filter {text!r} compares with {op} but {raw!r} is not a number") from None
-        value = raw
-    return Filter(key, op, value)
+    if key in TEXT_RUN_COLUMNS:
+        return Filter(key, op, raw)
+    if _NUMBER.match(raw):  # not float() alone: it also reads '100_2' as 1002
+        return Filter(key, op, float(raw))
+    if op not in ("=", "!="):
+        raise SlurmmlError(f"filter {text!r} compares with {op} but {raw!r} is not a number")
+    return Filter(key, op, raw)
 
 
 def filter_sql(f: Filter, metric_names: set[str]) -> tuple[str, list[Any]]:

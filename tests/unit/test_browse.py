@@ -133,9 +133,6 @@ def test_matching_run_ids(registry: Registry, expressions: list[str], ids: set[s
     assert browse.matching_run_ids(registry.conn, expressions) == ids
 
 
-@pytest.mark.xfail(strict=True, reason="slurmml.registry.query.parse_filter reads '100_2' and '100' as numbers "
-                   "(float() accepts digit underscores), and SQLite compares the TEXT column slurm_job_id with "
-                   "the REAL 1002.0 / 100.0 as text ('100.0'): a filter on a Slurm job id never matches")
 @pytest.mark.parametrize("expression, ids", [("slurm_job_id=100_2", {"s1-2"}), ("slurm_job_id=100_0", {"s1-0"})])
 def test_matching_a_slurm_job_id(registry: Registry, expression: str, ids: set[str]) -> None:
     assert browse.matching_run_ids(registry.conn, [expression]) == ids
