@@ -35,9 +35,13 @@ def _sweep_dir(config: Any) -> Path:
 _sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id
 
 
-def sweep_id_for(sweep_dir: Path) -> str:
-    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps."""
-    if sweep_dir not in _sweep_ids:
+def sweep_id_for(sweep_dir: Path, initial_job_idx: int) -> str:
+    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps.
+
+    A sweeper's first batch starts at job 0: that is a new command even in a process that launched into
+    this directory before (Hydra's test suites, a notebook), so it never reuses an older sweep's id.
+    """
+    if sweep_dir not in _sweep_ids or initial_job_idx == 0:
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": sys.argv}
         batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
@@ -108,7 +112,7 @@ def launch_on_slurm(
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
     _log_tasks(job_overrides, initial_job_idx)
-    sweep_id = sweep_id_for(sweep_dir)
+    sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
     registry = record_batch(sweep_id, sweep_dir, "slurm", conf, batch_dir, job_overrides, initial_job_idx)
     batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
@@ -172,7 +176,7 @@ def launch_locally(
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
     _log_tasks(job_overrides, initial_job_idx)
-    sweep_id = sweep_id_for(sweep_dir)
+    sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
     registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx,
                             log_path=lambda index: str(local_log_paths(batch_dir, index)[1]))
