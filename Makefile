@@ -33,6 +33,7 @@ bench: install cluster
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_submit.py
 	$(PY) benchmarks/bench_registry.py
+	$(PY) benchmarks/bench_tui.py
 
 clean:
 	rm -rf $(VENV) examples/multirun examples/outputs
