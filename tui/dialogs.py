@@ -23,6 +23,7 @@ HELP = """\
 [b]Filter[/b]  words match run ids, sweeps, states, hosts and overrides;
   KEY OP VALUE compares a config key, a metric or a run column:
   [i]mlp failed[/i]   [i]lr<0.01[/i]   [i]model=mlp val_acc>0.9[/i]   [i]state=RUNNING[/i]
+  a logged metric wins over a config key of the same name: write [i]optimizer.lr<0.01[/i] for the config
 
 [b]A run[/b]  1 overview · 2 logs (e: stdout/stderr, follows the file) · 3 metrics · 4 GPU
 [b]Leaderboard[/b]  pick metric and scope; m flips min/max; a config key ranks within its values
