@@ -369,6 +369,10 @@ class Poller:
             if rec is not None and rec.state in SLURM_FINAL:
                 to_settle.append(run)
             elif run.final:
+                if current and rec.restarts > run.restarts and rec.state in PENDING_LIKE | RUNNING_LIKE:
+                    # ended, then requeued by Slurm (sacct can call the killed execution FAILED first)
+                    state = "QUEUED" if rec.state in PENDING_LIKE else "RUNNING"
+                    follow.append(jobs.RunChange(run.id, state, (run.state,), reopen=True))
                 continue
             elif current:
                 change = self._follow(run, rec)

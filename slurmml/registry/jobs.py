@@ -206,6 +206,7 @@ class RunChange:
     exit_code: Optional[int] = None  # kept when the run has its own
     restarts: Optional[int] = None  # raised to at least this
     ended: Optional[float] = None  # kept when the run has its own
+    reopen: bool = False  # a final run running again (Slurm requeued it): its end, error and exit code go
 
 
 def apply_changes(registry: Any, changes: Iterable[RunChange], source: str,
@@ -223,12 +224,14 @@ def apply_changes(registry: Any, changes: Iterable[RunChange], source: str,
         for change in changes:
             final = change.state in FINAL_STATES
             cursor = conn.execute(
-                f"""UPDATE runs SET state = ?, error = coalesce(?, error), exit_code = coalesce(exit_code, ?),
+                f"""UPDATE runs SET state = ?, error = CASE WHEN ? THEN NULL ELSE coalesce(?, error) END,
+                        exit_code = CASE WHEN ? THEN NULL ELSE coalesce(exit_code, ?) END,
                         restarts = max(coalesce(restarts, 0), coalesce(?, 0)),
-                        ended = CASE WHEN ? THEN coalesce(ended, ?) ELSE ended END
+                        ended = CASE WHEN ? THEN NULL WHEN ? THEN coalesce(ended, ?) ELSE ended END
                     WHERE id = ? AND state IN ({','.join('?' * len(change.only_from))})""",
-                (change.state, change.error, change.exit_code, change.restarts, final,
-                 change.ended if change.ended is not None else when, change.run_id, *change.only_from))
+                (change.state, change.reopen, change.error, change.reopen, change.exit_code, change.restarts,
+                 change.reopen, final, change.ended if change.ended is not None else when, change.run_id,
+                 *change.only_from))
             if cursor.rowcount:
                 applied.append(change)
                 conn.execute("INSERT INTO run_states(run, state, time, source) SELECT run, ?, ?, ? FROM runs "

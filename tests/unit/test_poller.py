@@ -426,6 +426,29 @@ def test_requeue_sends_the_run_back_to_queued_and_counts(tmp_path: Path) -> None
         ("RUNNING", "run"), ("COMPLETED", "run")]
 
 
+def test_a_run_settled_by_slurm_comes_back_when_slurm_requeues_its_job(tmp_path: Path) -> None:
+    """sacct can call an execution killed by `scontrol requeue` FAILED before squeue lists the job again."""
+    t0 = time.time() + T0_OFFSET
+    spools_dir = tmp_path / "spool.jsonl"
+    registry = make_registry(tmp_path / "registry.db", ["4705", "4706"], spools={"4705": str(spools_dir)})
+    fake = FakeSlurm(t0, [FakeJob("4705", start=t0 + 2, end=t0 + 80, requeued_at=t0 + 30, start_again=t0 + 50),
+                          FakeJob("4706", start=t0 + 2, end=t0 + 200)])  # squeue runs while any job is active
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    drive(fake, [poller], until=t0 + 25, step_s=1)
+    jobs.apply_changes(registry, [jobs.RunChange("s1-0", "FAILED", ("RUNNING",), error="Slurm job 4705: FAILED",
+                                                 exit_code=1, ended=t0 + 29)], source="sacct", now=t0 + 29)
+    drive(fake, [poller], until=t0 + 45, step_s=1)
+    run = registry.run("s1-0")
+    assert (run["state"], run["ended"], run["error"], run["exit_code"]) == ("QUEUED", None, None, None)
+    drive(fake, [poller], until=t0 + 60, step_s=1)
+    assert state(registry, "s1-0") == "RUNNING"
+    spool(spools_dir, {"k": "start", "t": t0 + 3}, {"k": "start", "t": t0 + 51},
+          {"k": "end", "t": t0 + 79, "state": "COMPLETED", "exit_code": 0})
+    drive(fake, [poller], until=t0 + 150, step_s=1)
+    run = registry.run("s1-0")
+    assert run["state"] == "COMPLETED" and run["restarts"] == 1
+
+
 def test_parse_squeue_records_on_recorded_output() -> None:
     records = parse_squeue_records(recorded("squeue_me.txt"), updated=1.0)
     assert len(records) == 41
