@@ -10,21 +10,9 @@ from typing import Any, Callable
 
 from textual.widgets import Input
 
-from tests.tui.conftest import COMPLETED_RUN, FAILED_RUN, RUNNING_RUN, settle
+from tests.tui.conftest import COMPLETED_RUN, FAILED_RUN, RUNNING_RUN, go_to, settle
 
 SIZE = (120, 40)
-
-
-async def go_to(pilot: Any, run_id: str) -> None:
-    """Put the runs table's cursor on this run."""
-    table = pilot.app.runs_screen.table
-    await settle(pilot)
-    table.action_jump(0)
-    for _ in range(len(table.lines)):
-        if table.current is not None and table.current.run_id == run_id:
-            return
-        await pilot.press("down")
-    raise AssertionError(f"{run_id} is not shown")
 
 
 def steps(*actions: Any) -> Callable[[Any], Any]:
