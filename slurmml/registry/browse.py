@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Any, Iterable, Optional
 
-from slurmml.registry.query import downsample, filter_sql, parse_filter
+from slurmml.registry.query import downsample, filters_sql
 
 RUN_LIST_SQL = """
 SELECT r.run, r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.host, r.created, r.started, r.ended,
@@ -61,11 +61,7 @@ def live_gpu_util(conn: sqlite3.Connection) -> dict[int, float]:
 def matching_run_ids(conn: sqlite3.Connection, expressions: Iterable[str]) -> set[str]:
     """Ids of runs matching every expression ('lr<0.01', 'model=mlp', 'val_acc>0.9', 'state=FAILED')."""
     names = {row[0] for row in conn.execute("SELECT name FROM metric_keys")}
-    conditions, args = [], []
-    for text in expressions:
-        sql, values = filter_sql(parse_filter(text), names)
-        conditions.append(sql)
-        args.extend(values)
+    conditions, args = filters_sql(expressions, names)
     where = " AND ".join(conditions) or "1"
     return {row[0] for row in conn.execute(f"SELECT r.id FROM runs r WHERE {where}", args)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from slurmml.errors import SlurmmlError
 
@@ -48,6 +48,17 @@ def filter_sql(f: Filter, metric_names: set[str]) -> tuple[str, list[Any]]:
     column, value = ("p.num", f.value) if isinstance(f.value, float) else ("p.value", json.dumps(f.value))
     return (f"EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND (p.key = ? OR p.key LIKE ?) "
             f"AND {column} {f.op} ?)", [f.key, f"%.{f.key}", value])
+
+
+def filters_sql(texts: Iterable[str], metric_names: set[str]) -> tuple[list[str], list[Any]]:
+    """Each filter text parsed into one SQL condition on runs `r`, with the values to bind."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    for text in texts:
+        sql, values = filter_sql(parse_filter(text), metric_names)
+        conditions.append(sql)
+        args.extend(values)
+    return conditions, args
 
 
 def parse_sort(text: str) -> tuple[str, bool]:

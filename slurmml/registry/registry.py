@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional
 
 from slurmml.errors import SlurmmlError
 from slurmml.registry import ingest as _ingest
-from slurmml.registry.query import RUN_COLUMNS, downsample, filter_sql, parse_filter, parse_sort
+from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, parse_sort
 from slurmml.registry.store import connect, default_registry_path
 
 RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
@@ -197,14 +197,10 @@ class Registry:
              limit: Optional[int] = None, metrics: Optional[list[str]] = None) -> list[dict[str, Any]]:
         """Runs with the last value of each metric; filters are parsed and bound, never pasted into SQL."""
         names = self.metric_names()
-        conditions, args = [], []
+        conditions, args = filters_sql(where, names)
         if sweep:
             conditions.append("r.sweep_id = ?")
             args.append(sweep)
-        for text in where:
-            sql, values = filter_sql(parse_filter(text), names)
-            conditions.append(sql)
-            args.extend(values)
         order = "r.sweep_id, r.job_num"
         if sort:
             key, descending = parse_sort(sort)
