@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from slurmml.registry import browse
+from slurmml.registry import browse, jobs
 from tui.model import RunRow, metric_mode
 
 
@@ -100,13 +100,10 @@ class RegistrySource:
                 self.warnings.clear()
             except Exception as error:  # a locked or vanished registry: say so, keep showing what we have
                 outcome.problems.append(f"refresh failed: {error}")
-            outcome.slurm_checked_at = self._last_squeue()
+            answered = jobs.mark(self.registry, "squeue.ok")  # the last squeue that succeeded, by any process
+            outcome.slurm_checked_at = answered.last if answered else None
             outcome.changed = browse.data_version(self.registry.conn) != self._version
         return outcome
-
-    def _last_squeue(self) -> Optional[float]:
-        row = self.registry.conn.execute("SELECT last FROM poller_schedule WHERE call = 'squeue' AND failures = 0").fetchone()
-        return row[0] if row else None
 
     def matching_ids(self, expressions: tuple[str, ...]) -> set[str]:
         with self.lock:
