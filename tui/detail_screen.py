@@ -249,16 +249,16 @@ class RunDetailScreen(Screen):
                       overrides=" ".join(run.get("overrides") or []), owner=run.get("owner") or "")
 
     def action_cancel(self) -> None:
-        if self._row():
-            self.app.cancel_runs([self._row()])
+        if row := self._row():
+            self.app.cancel_runs([row])
 
     def action_requeue(self) -> None:
-        if self._row():
-            self.app.requeue_runs([self._row()])
+        if row := self._row():
+            self.app.requeue_runs([row])
 
     def action_clone(self) -> None:
-        if self._row():
-            self.app.clone_run(self._row())
+        if row := self._row():
+            self.app.clone_run(row)
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self) -> None:

@@ -256,10 +256,6 @@ def state_counts(rows: Iterable[RunRow]) -> dict[str, int]:
 
 
 # -- comparing runs ----------------------------------------------------------------------------------
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def distinguishing_overrides(overrides: Sequence[Sequence[str]]) -> list[str]:
     """A legend label per run: only the overrides that are not the same in every compared run."""
     common = set(overrides[0]).intersection(*map(set, overrides[1:])) if overrides else set()

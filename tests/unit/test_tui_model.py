@@ -9,7 +9,7 @@ import pytest
 
 from tui.model import (ACTIVE_STATES, Column, FilterQuery, GroupLine, RunRow, apply_filter, cell_text, columns_for,
                        differing_keys, distinguishing_overrides, format_age, format_duration, format_number,
-                       group_by_sweep, metric_mode, override_key, parse_filter_text, sort_rows, state_counts)
+                       group_by_sweep, metric_mode, parse_filter_text, sort_rows, state_counts)
 from tui.source import LogTail, log_paths
 
 NOW = 1_000_000.0
@@ -228,11 +228,6 @@ def test_state_counts_in_lifecycle_order() -> None:
 
 
 # -- comparing ---------------------------------------------------------------------------------------------------
-def test_override_key() -> None:
-    assert [override_key(o) for o in ("lr=0.1", "+extra=1", "~drop", "++force=2", "a.b=c=d")] == \
-        ["lr", "extra", "drop", "force", "a.b"]
-
-
 def test_distinguishing_overrides_keep_only_what_differs() -> None:
     labels = distinguishing_overrides([["model=mlp", "lr=0.1", "seed=1"], ["model=mlp", "lr=0.01", "seed=1"],
                                        ["model=mlp", "lr=0.1", "seed=2"]])
