@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
 from slurmml.registry import jobs
-from slurmml.registry.ingest import FINAL_STATES
+from slurmml.states import FINAL_STATES, SLURM_ALIASES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING
 from slurmml.slurm.accounting import (
     SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report, parse_sacct_time, sacct_report_command, unknown_sacct_field,
 )
@@ -52,13 +52,7 @@ SQUEUE_ARGV = ("squeue", "--noheader", "--array", "--me", f"--Format={SQUEUE_FIE
 
 ACCOUNTING_OFF_MARKS = ("accounting storage is disabled", "command not found")
 
-PENDING_LIKE = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-RUNNING_LIKE = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED",
-                "RESIZING"}
-SLURM_FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-               "BOOT_FAIL", "DEADLINE", "REVOKED"}
-# Slurm words with no registry state of their own
-STATE_ALIASES = {"BOOT_FAIL": "NODE_FAIL", "DEADLINE": "TIMEOUT", "REVOKED": "CANCELLED"}
+ACCOUNTING_WINDOW_S = 7 * 86400  # runs that ended this recently without sacct's record are asked for it unprompted
 # ended from outside: Slurm knows better than a run that recorded FAILED (or nothing)
 KILLED = {"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTED"}
 # what slurmstepd writes to the job's stderr when JobAcctGatherParams=OverMemoryKill (or cgroups) kill it
@@ -126,7 +120,7 @@ def memory_kill_line(log_path: Optional[str], max_bytes: int = 16384) -> Optiona
 
 def slurm_outcome(record: JobRecord, log_path: Optional[str] = None) -> tuple[str, str]:
     """A final Slurm record as (registry state, reason): `TIMEOUT`, `Slurm: TIMEOUT after 63 s (limit 60 s)`."""
-    state = STATE_ALIASES.get(record.state, record.state)
+    state = SLURM_ALIASES.get(record.state, record.state)
     words = f"Slurm job {record.job_id}: {record.state}"
     if state in {"FAILED", "CANCELLED"} and record.signal == 9:
         # OverMemoryKill (no cgroups) reports FAILED 0:9, with slurmstepd's words in the job's stderr
@@ -207,23 +201,31 @@ class Poller:
         return jobs.mark(self.registry, "accounting.off") is not None
 
     # -- one round ---------------------------------------------------------------------------------------
-    def poll(self) -> PollReport:
+    def poll(self, wanted: Iterable[str] = ()) -> PollReport:
+        """One round. `wanted`: ids of runs a view is about to show; those that ended without sacct's record
+        (at any age) are asked for along with the rest, within the same schedule."""
         report = PollReport()
         now = self.clock()
-        if now < self._quiet_until:
+        wanted = list(wanted)
+        if now < self._quiet_until and not wanted:
             return report  # nothing to follow a moment ago
         squeue_due = self._allowed("squeue", now)
-        sacct_due = now >= self._no_targets_until and self._allowed("sacct", now)
+        sacct_due = (now >= self._no_targets_until or bool(wanted)) and self._allowed("sacct", now)
         if not (squeue_due or sacct_due):
             return report  # the common case in a UI loop: indexed reads, no write lock
-        runs = jobs.tracked_runs(self.registry, ended_since=now - FOLLOW_UP_S)
+        runs = jobs.tracked_runs(self.registry, ended_since=now - FOLLOW_UP_S,
+                                 unaccounted_since=now - ACCOUNTING_WINDOW_S)
+        if wanted:
+            known = {r.id for r in runs}
+            runs += [r for r in jobs.runs_by_id(self.registry, wanted).values()
+                     if r.job_id and r.id not in known and r.final]
         active = [r for r in runs if not r.final]
         if not active and (not runs or not sacct_due):
             self._quiet_until = now + MIN_SQUEUE_INTERVAL_S
             return report
         if squeue_due and active and jobs.claim_call(self.registry, "squeue", now, self.squeue_interval_s + CALL_TIMEOUT_S):
             self._squeue(now, runs, report)
-        if self._allowed("sacct", self.clock()) and (report.squeue or self.clock() >= self._no_targets_until):
+        if self._allowed("sacct", self.clock()) and (report.squeue or wanted or self.clock() >= self._no_targets_until):
             self._sacct(runs, report)
         if report.answered or report.sacct:
             if self.accounting_off():
@@ -246,7 +248,9 @@ class Poller:
         merged = []
         for rec in seen:
             old = cached.get(rec.job_id)
-            if old is not None:  # keep what sacct knew (times, limits, resources)
+            if old is not None and _earlier_execution(old, rec):  # requeued: the cached figures were another execution's
+                rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0))
+            elif old is not None:  # keep what sacct knew (times, limits, resources)
                 rec = replace(old, state=rec.state, reason=rec.reason, submit=rec.submit or old.submit,
                               restarts=max(rec.restarts, old.restarts or 0), source="squeue", updated=started)
             merged.append(rec)
@@ -255,22 +259,27 @@ class Poller:
         report.answered += 1
 
     def _sacct_targets(self, runs: list[jobs.TrackedRun], now: float) -> list[jobs.TrackedRun]:
-        """Runs whose job left squeue and has no final sacct record: active runs first, oldest first."""
+        """Runs with no final sacct record whose job left squeue, or that recorded their own end (whatever
+        squeue last said: once a run has ended nobody may poll squeue again): active runs first, oldest first."""
         squeue_ok = jobs.mark(self.registry, "squeue.ok")
-        if squeue_ok is None or squeue_ok.last is None:
-            return []
+        last_squeue = squeue_ok.last if squeue_ok is not None and squeue_ok.last is not None else None
         cached = jobs.cached_records(self.registry, (r.job_id for r in runs))
         active, ended = [], []
         for run in runs:
             rec = cached.get(run.job_id)
-            if rec is not None and rec.source == "squeue" and (rec.updated or 0) >= squeue_ok.last:
-                continue  # in the last squeue
             if rec is not None and rec.source == "sacct" and rec.state in SLURM_FINAL:
                 continue  # sacct already said how it ended
+            if run.final:
+                ended.append(run)
+                continue
+            if last_squeue is None:
+                continue  # an active run has left the queue only if a squeue has not listed it
+            if rec is not None and rec.source == "squeue" and (rec.updated or 0) >= last_squeue:
+                continue  # in the last squeue
             queued = run.queued_at if run.queued_at is not None else run.created
-            if rec is None and (queued is None or queued >= squeue_ok.last):
+            if rec is None and (queued is None or queued >= last_squeue):
                 continue  # queued after the last squeue started: not missed by it
-            (ended if run.final else active).append(run)
+            active.append(run)
         key = lambda r: (r.queued_at or r.created or 0)  # noqa: E731
         return sorted(active, key=key) + sorted(ended, key=key)
 
@@ -335,6 +344,8 @@ class Poller:
         merged = []
         for rec in records:
             old = cached.get(rec.job_id)
+            if old is not None and old.source == "squeue" and _earlier_execution(rec, old):
+                continue  # sacct (lagging) still describes the execution a requeue ended: squeue has seen the next
             if old is not None:
                 rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0), submit=rec.submit or old.submit)
                 if rec.state not in SLURM_FINAL and old.source == "squeue":
@@ -369,9 +380,9 @@ class Poller:
             if rec is not None and rec.state in SLURM_FINAL:
                 to_settle.append(run)
             elif run.final:
-                if current and rec.restarts > run.restarts and rec.state in PENDING_LIKE | RUNNING_LIKE:
+                if current and rec.restarts > run.restarts and rec.state in SLURM_PENDING | SLURM_RUNNING:
                     # ended, then requeued by Slurm (sacct can call the killed execution FAILED first)
-                    state = "QUEUED" if rec.state in PENDING_LIKE else "RUNNING"
+                    state = "QUEUED" if rec.state in SLURM_PENDING else "RUNNING"
                     follow.append(jobs.RunChange(run.id, state, (run.state,), reopen=True))
                 continue
             elif current:
@@ -393,10 +404,10 @@ class Poller:
         the restarted task records one. Slurm's count is applied when the run's final state is settled.
         """
         requeued = rec.restarts > run.restarts
-        if rec.state in PENDING_LIKE:
+        if rec.state in SLURM_PENDING:
             if run.state == "SUBMITTING" or (run.state == "RUNNING" and requeued):
                 return jobs.RunChange(run.id, "QUEUED", (run.state,))
-        elif rec.state in RUNNING_LIKE:
+        elif rec.state in SLURM_RUNNING:
             if run.state in {"SUBMITTING", "QUEUED"}:
                 return jobs.RunChange(run.id, "RUNNING", (run.state,))
         return None
@@ -450,7 +461,7 @@ class Poller:
     def _slurm_knows_better(run: jobs.TrackedRun, rec: JobRecord) -> bool:
         """A run that recorded its own end keeps it, except: killed from outside beats the run's FAILED,
         and any final word from Slurm beats LOST (a guess made when Slurm had said nothing)."""
-        state = STATE_ALIASES.get(rec.state, rec.state)
+        state = SLURM_ALIASES.get(rec.state, rec.state)
         if run.state == "LOST":
             return True
         if run.state == "FAILED":
@@ -486,6 +497,12 @@ class Poller:
             return (f"Slurm job {run.job_id} left the queue{ago}, but sacct still says {rec.state} "
                     f"(a runaway record) and the run recorded no end")
         return f"Slurm job {run.job_id} left the queue{ago}; sacct has no record of it and the run recorded no end"
+
+
+def _earlier_execution(first: JobRecord, then: JobRecord) -> bool:
+    """Whether `first` describes an execution of the job before `then`'s: a requeue gives the job a new submit
+    time (squeue's SubmitTime and sacct's Submit both show it; tests/data/poller/README.md)."""
+    return first.submit is not None and then.submit is not None and first.submit < then.submit
 
 
 def active_job_count(registry: Any) -> int:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from slurmml.registry.ingest import FINAL_STATES
+from slurmml.states import FINAL_STATES, SLURM_FINAL
 
 CHUNK = 500  # bound parameters per statement (SQLite's default limit is 999 on old builds, 32766 on new)
 
@@ -146,15 +146,21 @@ _TRACKED_COLUMNS = """r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.
     r.ended, r.log_path, (SELECT w.cwd FROM sweeps w WHERE w.id = r.sweep_id)"""
 
 
-def tracked_runs(registry: Any, ended_since: float) -> list[TrackedRun]:
-    """Runs with a Slurm job that have not ended, or ended at or after `ended_since` (or at an unknown time)."""
+def tracked_runs(registry: Any, ended_since: float, unaccounted_since: Optional[float] = None) -> list[TrackedRun]:
+    """Runs with a Slurm job that have not ended, or ended at or after `ended_since` (or at an unknown time),
+    or ended at or after `unaccounted_since` without sacct's final record in the cache (nobody polled then)."""
     final = ",".join("?" * len(FINAL_STATES))
+    slurm_final = ",".join("?" * len(SLURM_FINAL))
     rows = registry.conn.execute(
         f"""SELECT {_TRACKED_COLUMNS}
             FROM runs r
             WHERE r.slurm_job_id IS NOT NULL
-              AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ?)""",
-        (*FINAL_STATES, ended_since)).fetchall()
+              AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ?
+                   OR (r.ended >= ? AND NOT EXISTS (
+                       SELECT 1 FROM slurm_jobs j WHERE j.job_id = r.slurm_job_id AND j.source = 'sacct'
+                         AND j.state IN ({slurm_final}))))""",
+        (*FINAL_STATES, ended_since, ended_since if unaccounted_since is None else unaccounted_since,
+         *sorted(SLURM_FINAL))).fetchall()
     return [_tracked(row) for row in rows]
 
 

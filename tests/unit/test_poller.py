@@ -42,6 +42,21 @@ def with_id(line: str, job_id: str, raw_id: Optional[str] = None) -> str:
     return "|".join(fields)
 
 
+def parse_time(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def submit_of(outcome: str) -> str:
+    """The Submit time in the recorded sacct job line of an outcome (the job's last execution)."""
+    return SACCT_ENDED[outcome][0].split("|")[FIELDS_22_05.index("Submit")]
+
+
+def with_submit(squeue_line: str, submit: str) -> str:
+    fields = squeue_line.split("|")
+    fields[4] = submit
+    return "|".join(fields)
+
+
 SQUEUE_PENDING = lines_of("squeue_me.txt", "4704_8")[0]
 SQUEUE_RUNNING = lines_of("squeue_me.txt", "4704_0")[0]
 SQUEUE_REQUEUED = lines_of("squeue_me.txt", "4705")[0]  # PENDING, BeginTime, RestartCnt 1
@@ -101,12 +116,17 @@ class FakeSlurm:
         for job in self.jobs.values():
             if self.now >= job.end:
                 continue
-            if job.requeued_at is not None and job.requeued_at <= self.now < (job.start_again or job.end):
-                rows.append(with_id(SQUEUE_REQUEUED, job.job_id))
+            # squeue's SubmitTime agrees with sacct's Submit of the same execution; a requeue gives a new one
+            submit = submit_of(job.outcome)
+            requeued = job.requeued_at is not None and self.now >= job.requeued_at
+            if job.requeued_at is not None and not requeued:
+                submit = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(parse_time(submit) - 60))
+            if requeued and self.now < (job.start_again or job.end):
+                rows.append(with_submit(with_id(SQUEUE_REQUEUED, job.job_id), submit))
             elif self.now >= job.start:
-                rows.append(with_id(SQUEUE_RUNNING, job.job_id))
+                rows.append(with_submit(with_id(SQUEUE_RUNNING, job.job_id), submit))
             else:
-                rows.append(with_id(SQUEUE_PENDING, job.job_id))
+                rows.append(with_submit(with_id(SQUEUE_PENDING, job.job_id), submit))
         return CommandResult(tuple(argv), 0, "".join(row + "\n" for row in rows), "")
 
     def _sacct(self, argv) -> CommandResult:
@@ -565,3 +585,94 @@ def test_watch_command_unknown_sweep_and_ctrl_c(home: Path, monkeypatch) -> None
     stopped = CliRunner().invoke(watch, [str(home / "s1")])  # found by its directory
     assert stopped.exit_code == 130
     assert "stopped watching; the jobs keep running" in stopped.output
+
+
+# -- every run gets sacct's record, however it ended ----------------------------------------------------------------
+
+def accounted(registry: Registry, job_id: str):
+    rec = jobs.cached_records(registry, [job_id]).get(job_id)
+    return rec if rec is not None and rec.source == "sacct" and rec.state == "COMPLETED" else None
+
+
+def test_sacct_of_the_execution_a_requeue_ended_never_settles_the_run(tmp_path: Path) -> None:
+    """The race behind a requeued run ending FAILED: sacct, asked about another task of the array, still
+    describes the killed first execution (FAILED, the old Submit) while squeue lists the second one."""
+    t0 = time.time() + T0_OFFSET
+    spool_path = tmp_path / "spool.jsonl"
+    registry = make_registry(tmp_path / "registry.db", ["4745_4", "4745_0"], spools={"4745_4": str(spool_path)})
+    fake = FakeSlurm(t0, [FakeJob("4745_4", start=t0 + 2, end=t0 + 90, requeued_at=t0 + 20, start_again=t0 + 25),
+                          FakeJob("4745_0", start=t0 + 2, end=t0 + 40)])
+    first_submit = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(parse_time(submit_of("COMPLETED")) - 60))
+    submit = FIELDS_22_05.index("Submit")
+    killed = []  # the first execution's record: FAILED, submitted before the requeue gave the job a new Submit
+    for line in SACCT_ENDED["FAILED"][:1]:
+        fields = with_id(line, "4745_4", "4750").split("|")
+        fields[submit] = first_submit
+        killed.append("|".join(fields))
+
+    def lagging_sacct(now: float):
+        if t0 + 20 <= now < t0 + 90:
+            return CommandResult(("sacct",), 0, "".join(
+                line + "\n" for line in killed + SACCT_ENDED["COMPLETED"]), "")
+        return None
+
+    fake.sacct_answer = lagging_sacct
+    poller = Poller(registry, run=fake.run, clock=fake.clock, sacct_interval_s=5)
+    for until in range(int(t0) + 5, int(t0) + 88, 5):
+        drive(fake, [poller], until=until, step_s=1)
+        assert state(registry, "s1-0") in {"QUEUED", "RUNNING"}, fake.now - t0
+    assert state(registry, "s1-1") == "COMPLETED"
+    spool(spool_path, {"k": "start", "t": t0 + 3}, {"k": "start", "t": t0 + 26},
+          {"k": "end", "t": t0 + 89, "state": "COMPLETED", "exit_code": 0})
+    drive(fake, [poller], until=t0 + 200, step_s=1)
+    run = registry.run("s1-0")
+    assert run["state"] == "COMPLETED" and run["restarts"] == 1
+
+
+def test_a_run_that_ended_after_the_last_squeue_still_gets_sacct(tmp_path: Path) -> None:
+    """squeue last saw the job RUNNING, then the run ended on its own and nothing was active any more."""
+    t0 = time.time() + T0_OFFSET
+    spool_path = tmp_path / "spool.jsonl"
+    registry = make_registry(tmp_path / "registry.db", ["4745_0"], spools={"4745_0": str(spool_path)})
+    fake = FakeSlurm(t0, [FakeJob("4745_0", start=t0, end=t0 + 30)])
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    drive(fake, [poller], until=t0 + 8, step_s=1)
+    assert jobs.cached_records(registry, ["4745_0"])["4745_0"].state == "RUNNING"
+    spool(spool_path, {"k": "start", "t": t0 + 1}, {"k": "end", "t": t0 + 29, "state": "COMPLETED", "exit_code": 0})
+    fake.now = t0 + 40
+    registry.ingest()  # what every view does before it polls
+    drive(fake, [poller], until=t0 + 130, step_s=1)
+    rec = accounted(registry, "4745_0")
+    assert rec is not None and rec.elapsed_s == 1 and rec.timelimit_s == 60 and rec.total_cpu_s is not None
+    assert fake.count("sacct") == 1
+
+
+def test_a_sweep_that_ended_before_anything_polled_gets_sacct(tmp_path: Path) -> None:
+    """Fire and forget: no squeue ever saw the jobs; the runs recorded their own ends."""
+    t0 = time.time() + T0_OFFSET
+    spools = {job: spool(tmp_path / f"{job}.jsonl", {"k": "start", "t": t0 + 1},
+                         {"k": "end", "t": t0 + 2, "state": "COMPLETED", "exit_code": 0})
+              for job in ("4745_0", "4745_4")}
+    registry = make_registry(tmp_path / "registry.db", list(spools), spools=spools)
+    registry.ingest()
+    fake = FakeSlurm(t0 + 70, [FakeJob(job, start=t0, end=t0 + 3) for job in spools])
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    poller.poll()
+    assert fake.count("squeue") == 0 and fake.count("sacct") == 1  # nothing is active: no squeue needed
+    assert accounted(registry, "4745_0") and accounted(registry, "4745_4")
+
+
+def test_runs_a_view_shows_get_sacct_at_any_age_within_the_schedule(tmp_path: Path) -> None:
+    t0 = time.time() + T0_OFFSET
+    spools = {"4745_0": spool(tmp_path / "spool.jsonl", {"k": "start", "t": t0 + 1},
+                              {"k": "end", "t": t0 + 2, "state": "COMPLETED", "exit_code": 0})}
+    registry = make_registry(tmp_path / "registry.db", list(spools), spools=spools)
+    registry.ingest()
+    fake = FakeSlurm(t0 + 10 * 86400, [FakeJob("4745_0", start=t0, end=t0 + 3)])
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    poller.poll()
+    assert fake.calls == []  # ten days old: not asked for unprompted
+    poller.poll(wanted=["s1-0"])
+    assert fake.count("sacct") == 1 and accounted(registry, "4745_0")
+    poller.poll(wanted=["s1-0"])
+    assert fake.count("sacct") == 1  # accounted for: never asked again
