@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from slurmml.errors import SlurmmlError
-from slurmml.registry.ingest import FINAL_STATES
+from slurmml.states import FINAL_STATES, NOT_STARTED_STATES
 from slurmml.slurm.commands import CommandResult, run_command
 
 ACTIONS = ("cancel", "requeue", "clone")
-NOT_STARTED = ("SUBMITTING", "QUEUED")
 CLONE_TIMEOUT_S = 300.0  # unpickling, composing the config and sbatch (120 s at most) in the subprocess
 # what scontrol/scancel say about a job slurmctld has forgotten (MinJobAge after it ended) or never had
 UNKNOWN_JOB = "invalid job id specified"
@@ -72,7 +71,7 @@ def refusal(action: str, run: dict, owner: Optional[str], me: str) -> Optional[s
         if state == "SUBMITTING":
             return f"run {run_id} has no Slurm job id yet (sbatch has not answered); nothing to {action}"
         return f"run {run_id} has no Slurm job id; nothing to {action}"
-    if action == "requeue" and state in NOT_STARTED:
+    if action == "requeue" and state in NOT_STARTED_STATES:
         return f"run {run_id} is still queued (Slurm job {job_id}); nothing to requeue"
     return None
 

@@ -7,6 +7,7 @@ its start to now with `scontrol update`, as test_states_cluster.py does, to stay
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from slurmml.actions import cancel_run, clone_run, requeue_run
 from slurmml.launcher import batch
 from slurmml.poller import Poller, poll_until_final
-from slurmml.registry.ingest import FINAL_STATES
+from slurmml.states import FINAL_STATES
 from slurmml.registry.registry import Registry
 from slurmml.slurm.callcount import SlurmCallCounter
 from slurmml.slurm.commands import run_command
@@ -227,3 +228,26 @@ def test_clone_of_a_local_run_starts_it_here(tmp_path: Path) -> None:
     assert run["slurm_job_id"] is None and run["log_path"].endswith("batch_1/logs/0.err")
     assert Path(run["log_path"]).is_file()
     assert requeue_run(reg, answer.new_run_id).message.endswith("there is no Slurm job to requeue; clone it instead")
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_clone_on_slurm_gets_the_secrets_the_registry_masks(tmp_path: Path, job_name: str) -> None:
+    """The registry keeps `***` for the key and the token in the launcher's setup line; the clone's job gets both."""
+    secret = f"sk-{job_name}"
+    app = copy_app("tiny", tmp_path / "app")
+    sweep = launch(app, "tiny.py", "hydra/launcher=slurmml", f"hydra.launcher.name={job_name}", "hydra.sweep.dir=out",
+                   "x=1", f"+api_key={secret}", f"hydra.launcher.setup=['export HF_TOKEN={secret}']")
+    reg = registry()
+    parent = f"{sweep}-0"
+    recorded = reg.run_with_sweep(parent)
+    assert recorded["overrides"] == ["x=1", "+api_key=***"]
+    assert recorded["launcher"]["setup"] == ["export HF_TOKEN=***"] and secret not in json.dumps(recorded)
+
+    answer = clone_run(reg.path, parent, ["x=2", "+api_key=***"])  # what the TUI's clone editor sends back
+    assert answer.ok, answer.message
+    assert poll_until_final(poller_on(reg), [answer.new_run_id], timeout_s=90) == {answer.new_run_id: "COMPLETED"}
+    script = next((app / "out" / ".slurmml" / sweep / "batch_1").glob("*.sbatch")).read_text()
+    assert f"export HF_TOKEN={secret}" in script
+    assert f"api_key: {secret}" in (app / "out" / "1" / ".hydra" / "config.yaml").read_text()
+    assert reg.run(answer.new_run_id)["overrides"] == ["x=2", "+api_key=***"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,7 @@ def test_fifty_point_sweep_is_throttled_and_completes(tmp_path: Path, unique_nam
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+    assert "50 task(s) as job" in result.stderr and "(50 tasks), at most 8 at once" in result.stderr
     job_id = queued_job_id(result.stderr)
 
     most_running, saw_throttle = 0, False
@@ -100,6 +103,7 @@ def test_queueing_costs_one_sbatch_per_array_and_no_polling(tiny: Path, slurm_ca
         cwd=tiny, env=slurm_calls.environ(),
     )
     assert result.returncode == 0, result.stderr
+    assert "at most" not in result.stderr  # %2 on arrays of 2 holds nothing back
     calls = slurm_calls.counts()
     assert calls["sbatch"] == 3  # 5 tasks in arrays of at most 2
     assert calls["squeue"] == 0 and calls["sacct"] == 0
@@ -120,6 +124,9 @@ BAD_INPUT = [
     (["hydra.launcher.partition=nosuch"], "unknown partition 'nosuch'"),
     (["hydra.launcher.template=nosuch"], "template 'nosuch' not found"),
     (["hydra.launcher.constraint=nosuchfeature"], "sbatch refused the job: Batch job submission failed: Invalid feature"),
+    (["hydra.launcher.gres=nosuch:1"], "sbatch refused the job: Invalid generic resource (gres) specification"),
+    (["hydra.launcher.timeout_min=-1"], "timeout_min=-1 must be at least 1"),
+    (["hydra.launcher.array_parallelism=0"], "array_parallelism=0 must be at least 1"),
     (["hydra.launcher.wait=true", "hydra.launcher.poll_interval_s=1"], "poll_interval_s=1 is below 5 s"),
 ]
 
@@ -128,10 +135,11 @@ BAD_INPUT = [
 def test_bad_input_is_one_clear_line_and_queues_nothing(
     tiny: Path, slurm_calls, unique_name: str, overrides: list[str], message: str
 ) -> None:
+    home = tiny / "home"
     result = run_app(
         ["tiny.py", "-m", "hydra/launcher=slurmml", "x=1,2", f"hydra.launcher.name={unique_name}",
          "hydra.sweep.dir=sweep", *overrides],
-        cwd=tiny, env=slurm_calls.environ(),
+        cwd=tiny, env=slurm_calls.environ({**os.environ, "SLURMML_HOME": str(home)}),
     )
     assert result.returncode != 0
     assert message in result.stderr
@@ -141,6 +149,40 @@ def test_bad_input_is_one_clear_line_and_queues_nothing(
             next(line for line in result.stderr.splitlines() if line.startswith("slurmml:")), HYDRA_HINT]
     assert slurm_calls.counts()["sbatch"] <= (1 if "sbatch refused" in message else 0)
     assert sacct_states(unique_name) == {}
+    if (tiny / "sweep").exists():  # Hydra's multirun.yaml, nothing of slurmml's
+        assert [p.name for p in (tiny / "sweep").iterdir()] == ["multirun.yaml"]
+    assert_nothing_recorded(home, tiny)
+
+
+def assert_nothing_recorded(home: Path, cwd: Path) -> None:
+    """No sweep record under $SLURMML_HOME, no registry rows: `sweeps` and `status` know of no sweep."""
+    env = {**os.environ, "SLURMML_HOME": str(home)}
+    assert not list(home.glob("sweeps/*.json"))
+    sweeps = run_app(["-m", "slurmml", "sweeps", "--json"], cwd=cwd, env=env)
+    assert sweeps.returncode != 0 or json.loads(sweeps.stdout) == [], sweeps.stdout + sweeps.stderr
+    status = run_app(["-m", "slurmml", "status", "sweep", "--json"], cwd=cwd, env=env)
+    assert status.returncode != 0 and status.stderr.startswith("slurmml: no sweep"), status.stdout + status.stderr
+
+
+def test_a_refused_sweep_keeps_what_was_in_its_folder_and_leaves_nothing_else(tiny: Path, unique_name: str) -> None:
+    home = tiny / "home"
+    logs = tiny / "sweep" / ".slurmml" / "logs"
+    logs.mkdir(parents=True)  # an earlier sweep's log folder, and the user's own file
+    (logs / "1_0_log.err").write_text("old")
+    (tiny / "sweep" / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(tiny / "sweep") for p in (tiny / "sweep").rglob("*"))
+    result = run_app(
+        ["tiny.py", "-m", "hydra/launcher=slurmml", "x=1,2", "hydra.launcher.gres=gpu:nosuch:1",
+         f"hydra.launcher.name={unique_name}",
+         "hydra.sweep.dir=sweep"],
+        cwd=tiny, env={**os.environ, "SLURMML_HOME": str(home)},
+    )
+    assert result.returncode != 0
+    assert "slurmml: sbatch refused the job:" in result.stderr and "Traceback" not in result.stderr
+    after = sorted(p.relative_to(tiny / "sweep") for p in (tiny / "sweep").rglob("*"))
+    assert [p for p in after if p.name != "multirun.yaml"] == before
+    assert (logs / "1_0_log.err").read_text() == "old"
+    assert_nothing_recorded(home, tiny)
 
 
 def test_without_sbatch_slurm_says_so_and_local_runs_the_same_sweep(tiny: Path) -> None:
@@ -175,3 +217,75 @@ def test_nested_sweep_does_not_inherit_the_parent_jobs_settings(tiny: Path, uniq
         seen = json.loads((tiny / "child" / num / "env.json").read_text())
         assert seen.get("SLURM_CPUS_PER_TASK") != "3"
         assert seen["SLURM_ARRAY_JOB_ID"] in {job.split("_")[0] for job in child_states}
+
+
+def test_the_peers_python_and_null_tasks_per_node_run(tiny: Path, unique_name: str) -> None:
+    result = run_app(
+        ["tiny.py", "-m", "hydra/launcher=slurmml", "x=1", "hydra.launcher.wait=true", "hydra.launcher.poll_interval_s=5",
+         "hydra.launcher.tasks_per_node=null", f"hydra.launcher.python='/usr/bin/env SLURM_WRAPPED=yes {sys.executable}'",
+         f"hydra.launcher.name={unique_name}", "hydra.sweep.dir=sweep"],
+        cwd=tiny,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tiny / "sweep" / "0" / "env.json").read_text())["SLURM_WRAPPED"] == "yes"
+    (script,) = (tiny / "sweep").glob(".slurmml/*/batch_0/array_0.sbatch")
+    assert "--ntasks-per-node" not in script.read_text()
+
+
+@pytest.mark.parametrize("gpus", [None, 1], ids=["cpu", "gpu"])
+def test_only_a_job_with_gpus_says_it_has_no_nvml(tiny: Path, unique_name: str, gpus: int | None) -> None:
+    result = run_app(
+        ["tiny.py", "-m", "hydra/launcher=slurmml", "x=1", "hydra.launcher.wait=true", "hydra.launcher.poll_interval_s=5",
+         f"hydra.launcher.gpus_per_node={'null' if gpus is None else gpus}", f"hydra.launcher.name={unique_name}",
+         "hydra.sweep.dir=sweep"],
+        cwd=tiny,
+    )
+    assert result.returncode == 0, result.stderr
+    (err,) = (tiny / "sweep" / ".slurmml" / "logs").glob("*_log.err")
+    # the dev cluster's GPUs are placeholder files: there is no NVML to find
+    assert ("slurmml: no NVML (" in err.read_text()) == (gpus is not None), err.read_text()
+
+
+def test_a_task_that_cannot_be_pickled_queues_nothing_and_leaves_nothing(tiny: Path, slurm_calls) -> None:
+    from tests.test_launcher_input import UNPICKLABLE_APP
+
+    home = tiny / "home"
+    (tiny / "locked.py").write_text(UNPICKLABLE_APP)
+    result = run_app(["locked.py", "-m", "hydra/launcher=slurmml", "x=1,2", "hydra.sweep.dir=sweep"],
+                     cwd=tiny, env=slurm_calls.environ({**os.environ, "SLURMML_HOME": str(home)}))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()][-2:] == [
+        "slurmml: cannot pickle the task for its jobs: cannot pickle '_thread.lock' object", HYDRA_HINT]
+    assert slurm_calls.counts()["sbatch"] == 0
+    assert [p.name for p in (tiny / "sweep").iterdir()] == ["multirun.yaml"]
+    assert_nothing_recorded(home, tiny)
+
+
+SBATCH_TIMEOUT_S = 15
+# The real tiny app, with the launcher's sbatch timeout shortened so the test need not wait 120 s for it
+SHORT_SBATCH_TIMEOUT = ("import runpy, sys; import slurmml.launcher.slurm_backend as backend; "
+                        f"backend.SBATCH_TIMEOUT_S = {SBATCH_TIMEOUT_S}; "
+                        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def test_sbatch_that_queues_but_does_not_answer_keeps_what_the_job_reads(tiny: Path, unique_name: str) -> None:
+    """sbatch queues the job, then its answer is lost (a slow controller): the job must still find its batch."""
+    home, bin_dir = tiny / "home", tiny / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\n"{shutil.which("sbatch")}" "$@"\nexec sleep 600\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "SLURMML_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = run_app(["-c", SHORT_SBATCH_TIMEOUT, "tiny.py", "-m", "hydra/launcher=slurmml", "x=1,2",
+                      f"hydra.launcher.name={unique_name}", "hydra.sweep.dir=sweep"], cwd=tiny, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (sweep_id,) = [p.name for p in (tiny / "sweep" / ".slurmml").iterdir() if p.name != "logs"]
+    assert [line for line in result.stderr.splitlines() if line.strip()][-2:] == [
+        f"slurmml: sbatch did not answer within {SBATCH_TIMEOUT_S} s: the job may have been queued all the same; "
+        f"check with `squeue --me` or `slurmml status {sweep_id}`", HYDRA_HINT]
+    assert (home / "sweeps" / f"{sweep_id}.json").is_file()
+    from slurmml.registry.registry import Registry
+
+    with Registry(home / "registry.db", create=False) as registry:
+        assert sorted(r["id"] for r in registry.runs(sweep=sweep_id)) == [f"{sweep_id}-0", f"{sweep_id}-1"]
+    assert set(sacct_when(unique_name, 2, done=True).values()) == {"COMPLETED"}  # it read the staged batch
+    assert (tiny / "sweep" / "0" / "env.json").is_file() and (tiny / "sweep" / "1" / "env.json").is_file()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from slurmml.errors import SlurmmlError
+
 PAYLOAD = "payload.pkl"
 MANIFEST = "batch.json"
 
@@ -35,6 +37,7 @@ class Payload:
     max_requeues: int = 0  # max_num_timeout: requeues allowed when the time limit nears
     sweep_id: str = ""
     gpu_sample_interval_s: float = 5.0
+    launcher: Optional[dict] = None  # the launcher's settings, unmasked: what a clone's sbatch script is built from
 
 
 SWEEP_RECORD = "sweep.json"
@@ -46,6 +49,33 @@ def sweep_state_dir(sweep_dir: Path, sweep_id: str) -> Path:
 
 def batch_dir_for(sweep_dir: Path, sweep_id: str, initial_job_idx: int) -> Path:
     return sweep_state_dir(sweep_dir, sweep_id) / f"batch_{initial_job_idx}"
+
+
+def missing_folders(*paths: Path) -> list[Path]:
+    """Which of these folders and their parents do not exist yet, deepest first (to take back later)."""
+    missing: set[Path] = set()
+    for path in paths:
+        for folder in [path, *path.parents]:
+            if folder.exists():
+                break
+            missing.add(folder)
+    return sorted(missing, key=lambda folder: len(folder.parts), reverse=True)
+
+
+def unstage(sweep_dir: Path, sweep_id: str, batch_dir: Path, created: list[Path]) -> bool:
+    """Remove a batch that was never queued, and its sweep's folder if no other batch is in it; then the
+    folders in `created` that are left empty (never anything a user had there). True: the sweep is gone."""
+    import shutil
+
+    state_dir = sweep_state_dir(sweep_dir, sweep_id)
+    whole = not [other for other in state_dir.glob("batch_*") if other != batch_dir]
+    shutil.rmtree(state_dir if whole else batch_dir, ignore_errors=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone else's files
+            pass
+    return whole
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -66,8 +96,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 def stage(batch_dir: Path, payload: Payload) -> None:
     import cloudpickle
 
+    try:
+        data = cloudpickle.dumps(payload)
+    except Exception as error:  # a lock, a socket, an open file reachable from the task function or its config
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise SlurmmlError(f"cannot pickle the task for its jobs: {first_line}") from None
     batch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(batch_dir / PAYLOAD, cloudpickle.dumps(payload))
+    write_atomic(batch_dir / PAYLOAD, data)
 
 
 _loaded: dict[Path, Payload] = {}

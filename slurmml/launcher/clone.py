@@ -86,6 +86,27 @@ def merge_overrides(parent: list[str], changes: list[str]) -> list[str]:
     return merged
 
 
+def unmask_overrides(overrides: list[str], parent: list[str]) -> list[str]:
+    """Overrides read back from the registry carry "***" for secret values (`+api_key=***`): put back the
+    parent's real value of that key, from its staged payload. A masked override the parent has no value
+    for is refused rather than run with "***"."""
+    from slurmml.tracking.secrets import MASK, mask_override
+
+    real = {split_override(p)[1]: p for p in parent}
+    unmasked = []
+    for override in overrides:
+        masked = MASK in override and mask_override(override.replace(MASK, "x")) == override
+        if masked:
+            name, key = override.partition("=")[0], split_override(override)[1]
+            source = real.get(key)
+            if source is None or mask_override(source).partition("=")[2] != override.partition("=")[2]:
+                raise SlurmmlError(f"{override}: {MASK} stands for a masked secret, and the run has no {key} "
+                                   f"override it could stand for; give the value itself")
+            override = f"{name}={source.partition('=')[2]}"
+        unmasked.append(override)
+    return unmasked
+
+
 def one_line(text: str) -> str:
     """Hydra's multi-line composition errors in one line (the config search path it appends is left out)."""
     lines = []
@@ -172,7 +193,9 @@ def compose(payload: batch.Payload, overrides: list[str]) -> Any:
     try:
         return payload.hydra_context.config_loader.load_sweep_config(payload.config, list(overrides))
     except Exception as error:
-        given = " ".join(overrides) or "no overrides"
+        from slurmml.tracking.secrets import mask_overrides
+
+        given = " ".join(mask_overrides(overrides)) or "no overrides"
         raise SlurmmlError(f"cannot clone with {given}: {one_line(str(error))}") from None
 
 
@@ -247,9 +270,11 @@ def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = Fal
     cwd = Path(parent.get("cwd") or Path(parent["sweep_dir"]))
     payload, _, index = load_parent_payload(parent)
     overrides = list(changes) if replace else merge_overrides(list(payload.overrides[index]), list(changes))
+    overrides = unmask_overrides(overrides, list(payload.overrides[index]))
     with _working_dir(cwd):
         compose(payload, overrides)  # nothing is recorded, staged or submitted for overrides that do not compose
-        maker = _slurm_maker(parent.get("launcher") or {}) if backend == "slurm" else None
+        # the staged payload has the real launcher settings; the registry's copy is masked (older payloads lack them)
+        maker = _slurm_maker(payload.launcher or parent.get("launcher") or {}) if backend == "slurm" else None
 
     job_num, new_id, batch_dir = _record(registry, parent, overrides, local=backend == "local")
     try:

@@ -22,7 +22,8 @@ class BaseQueueConf:
     timeout_min: int = 60
     cpus_per_task: Optional[int] = None
     gpus_per_node: Optional[int] = None
-    tasks_per_node: int = 1
+    # null: no --ntasks-per-node (Slurm's default, one task per node)
+    tasks_per_node: Optional[int] = 1
     # memory per node, in GB
     mem_gb: Optional[int] = None
     nodes: int = 1
@@ -53,6 +54,8 @@ class SlurmQueueConf(BaseQueueConf):
     signal_delay_s: int = 120
     # resubmissions allowed after a timeout (needs a task that can resume)
     max_num_timeout: int = 0
+    # the command that starts Python in the job, e.g. "singularity exec img.sif python" (null: this interpreter)
+    python: Optional[str] = None
     # any other sbatch option, e.g. {"mail-type": "END"}
     additional_parameters: Dict[str, Any] = field(default_factory=dict)
     # at most this many array tasks run at once (sbatch --array=...%N)

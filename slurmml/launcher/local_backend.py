@@ -19,7 +19,7 @@ def local_log_paths(batch_dir: Path, index: int) -> tuple[Path, Path]:
 def _run_one(batch_dir: Path, index: int, timeout_s: float, env: dict[str, str]) -> Optional[str]:
     """Run one task in its own process; returns why it ended badly without a result, if it did."""
     out_path, err_path = local_log_paths(batch_dir, index)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a task's output may hold what it was given
     with open(out_path, "ab") as out, open(err_path, "ab") as err:
         try:
             proc = subprocess.run(

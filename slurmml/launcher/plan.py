@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
@@ -9,10 +10,11 @@ from typing import Any, Iterable, Mapping, Optional
 from slurmml.errors import SlurmmlError
 from slurmml.slurm.parse import Partition
 
-# Fields of our config that are slurmml's own, not sbatch/submitit parameters.
+# Fields that are not sbatch parameters for submitit's update_parameters: slurmml's own, and `python`
+# (the command that starts the task, as in submitit's executor).
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
-    "use_srun", "gpu_sample_interval_s",
+    "use_srun", "gpu_sample_interval_s", "python",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
@@ -33,6 +35,47 @@ def split_into_arrays(num_tasks: int, max_array_size: int) -> list[ArrayChunk]:
     return [ArrayChunk(offset, min(size, num_tasks - offset)) for offset in range(0, num_tasks, size)]
 
 
+# Numbers that must be at least 1, with what Slurm (or slurmml) would make of a smaller one.
+_AT_LEAST_ONE = {
+    "timeout_min": "Slurm reads 0 or less as no time limit",
+    "mem_gb": "Slurm reads 0 as all of each node's memory",
+    "array_parallelism": "Slurm reads %0 as no throttle",
+    "max_array_size": "",
+    "cpus_per_task": "", "cpus_per_gpu": "", "tasks_per_node": "", "nodes": "",
+}
+_NOT_NEGATIVE = ("gpus_per_node", "gpus_per_task", "signal_delay_s", "max_num_timeout")  # 0 GPUs: a CPU job
+_MEMORY = ("mem_per_cpu", "mem_per_gpu")  # sbatch sizes: "4G", "4000" (MB)
+_MEMORY_AMOUNT = re.compile(r"\s*(-?\d+(?:\.\d*)?)\s*[KMGT]?B?\s*", re.IGNORECASE)
+
+
+def check_fields(conf: Mapping[str, Any]) -> None:
+    """Refuse numbers Slurm would read as "no limit" (or that mean nothing), before anything is written."""
+    for name, why in _AT_LEAST_ONE.items():
+        value = conf.get(name)
+        if value is not None and value < 1:
+            raise SlurmmlError(f"{name}={value} must be at least 1" + (f" ({why})" if why else ""))
+    for name in _NOT_NEGATIVE:
+        value = conf.get(name)
+        if value is not None and value < 0:
+            raise SlurmmlError(f"{name}={value} must not be negative")
+    for name in _MEMORY:  # sizes sbatch cannot read are left to sbatch to refuse
+        value = conf.get(name)
+        amount = _MEMORY_AMOUNT.fullmatch(str(value)) if value is not None else None
+        if amount and float(amount.group(1)) <= 0:
+            raise SlurmmlError(f"{name}={value} must be more than 0 (Slurm reads 0 as all of each node's memory)")
+    interval = conf.get("gpu_sample_interval_s")
+    if interval is not None and interval <= 0:
+        raise SlurmmlError(f"gpu_sample_interval_s={interval:g} must be more than 0")
+
+
+def throttle_note(array_parallelism: Optional[int], array_sizes: list[int]) -> str:
+    """What the launch message says about --array=...%N: submitit caps N at each array's size, so say it
+    only when it holds some tasks back."""
+    if not array_parallelism or not array_sizes or array_parallelism >= max(array_sizes):
+        return ""
+    return f", at most {array_parallelism} at once" + (" per array" if len(array_sizes) > 1 else "")
+
+
 def check_request(conf: Mapping[str, Any], partitions: list[Partition]) -> Optional[str]:
     """One line saying why no node of the chosen partition can run this job, or None."""
     if not partitions:
@@ -50,7 +93,7 @@ def check_request(conf: Mapping[str, Any], partitions: list[Partition]) -> Optio
     where = "partition " + ",".join(p.name for p in chosen)
     gpus = conf.get("gpus_per_node") or 0
     if conf.get("gpus_per_task"):
-        gpus = max(gpus, conf["gpus_per_task"] * conf.get("tasks_per_node", 1))
+        gpus = max(gpus, conf["gpus_per_task"] * (conf.get("tasks_per_node") or 1))
     most_gpus = max(p.gpus_per_node for p in chosen)
     if gpus > most_gpus:
         return f"gpus_per_node={gpus} but no node in {where} has more than {most_gpus} GPUs"

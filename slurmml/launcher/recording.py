@@ -42,9 +42,11 @@ def record_batch(
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
     log_path: Optional[Callable[[int], str]] = None,
+    direction: Optional[str] = None,
 ) -> Any:
     """Record the sweep and its runs (SUBMITTING). `log_path(index)` gives a task's stderr file when it is
-    known before submission (local runs); Slurm runs get theirs from mark_queued once sbatch answers."""
+    known before submission (local runs); Slurm runs get theirs from mark_queued once sbatch answers.
+    `direction` is the one the sweeper declared for its objective (`sweeper_direction`)."""
     from slurmml.registry.registry import Registry
     from slurmml.tracking.secrets import mask_config
 
@@ -59,6 +61,7 @@ def record_batch(
         "sweep_dir": str(sweep_dir),
         "backend": backend,
         "launcher": mask_config(dict(conf)),
+        "direction": direction,
         **git_state(os.getcwd()),
     }
     runs = [
@@ -69,3 +72,19 @@ def record_batch(
     ]
     registry.add_sweep(sweep, runs)
     return registry
+
+
+def sweeper_direction(config: Any) -> Optional[str]:
+    """'min' or 'max' as the sweep's `hydra.sweeper` declares it (Optuna, Ax, Nevergrad); None for other sweepers."""
+    from omegaconf import OmegaConf
+
+    from slurmml.ranking import declared_direction
+
+    sweeper = OmegaConf.select(config, "hydra.sweeper")
+    if sweeper is None:
+        return None
+    try:
+        plain = OmegaConf.to_container(sweeper, resolve=True)
+    except Exception:  # an interpolation that cannot be resolved here: read the values as written
+        plain = OmegaConf.to_container(sweeper, resolve=False)
+    return declared_direction(plain) if isinstance(plain, dict) else None

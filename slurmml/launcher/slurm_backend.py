@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
+from slurmml.launcher.config import SlurmQueueConf
 from slurmml.launcher.plan import ArrayChunk, Template, inherited_job_variables, log_folder, submitit_parameters
 from slurmml.slurm.commands import run_command
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
@@ -44,10 +45,10 @@ class ScriptMaker:
     parameters: dict[str, Any]
     log_dir: Path
     use_srun: bool
-    python: str = sys.executable
+    python: str  # a shell command line, used as written (submitit's `python`)
 
     def command(self, batch_dir: Path, offset: int) -> str:
-        command = shlex.join([self.python, "-u", "-m", "slurmml.launcher.task", str(batch_dir), "--offset", str(offset)])
+        command = f"{self.python} " + shlex.join(["-u", "-m", "slurmml.launcher.task", str(batch_dir), "--offset", str(offset)])
         return command if self.use_srun else f"exec {command}"  # exec: the task itself gets the batch signal
 
     def render(self, batch_dir: Path, chunk: ArrayChunk) -> str:
@@ -64,7 +65,14 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
 
     log_dir = str(Path(log_folder(conf["submitit_folder"])).absolute())  # recorded for readers elsewhere
     executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
-    executor.update_parameters(**submitit_parameters(conf, template))  # checks names, converts units
+    unknown = sorted(set(conf) - {f.name for f in fields(SlurmQueueConf)})  # added with `+hydra.launcher.x=...`
+    if unknown:
+        raise SlurmmlError(f"hydra.launcher.{unknown[0]} is not a launcher field "
+                           "(other sbatch options go in hydra.launcher.additional_parameters)")
+    try:
+        executor.update_parameters(**submitit_parameters(conf, template))  # checks names, converts units
+    except (NameError, ValueError) as error:
+        raise SlurmmlError(f"hydra.launcher: {str(error).splitlines()[0]}") from None
     parameters = dict(executor._executor.parameters)
     use_srun = conf.get("use_srun")
     if use_srun is None:
@@ -74,7 +82,7 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
             **parameters.get("additional_parameters", {}),
             "signal": f"B:USR2@{conf.get('signal_delay_s', 120)}",
         }
-    return ScriptMaker(parameters, Path(log_dir), use_srun)
+    return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable))
 
 
 def submission_environment() -> dict[str, str]:
@@ -88,19 +96,34 @@ def cancel(job_ids: list[str]) -> None:
         run_command(["scancel", *job_ids])
 
 
+SBATCH_TIMEOUT_S = 120.0
+
+
+class SbatchNoAnswer(SlurmmlError):
+    """sbatch did not answer in time: the job may be queued all the same, so nothing it reads may be taken back.
+    `submitted`: the arrays queued before it."""
+
+    def __init__(self, message: str, submitted: list[ArraySubmission]) -> None:
+        super().__init__(message)
+        self.submitted = submitted
+
+
 def submit_arrays(maker: ScriptMaker, batch_dir: Path, chunks: list[ArrayChunk]) -> list[ArraySubmission]:
-    """One sbatch per chunk; if sbatch refuses one, cancel the ones already queued: nothing half-submitted."""
+    """One sbatch per chunk; if sbatch refuses one, cancel the ones already queued: nothing half-submitted.
+    If sbatch does not answer, its job may be queued: SbatchNoAnswer, and nothing is cancelled."""
     maker.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # Slurm does not create log folders
     env = submission_environment()
     submitted: list[ArraySubmission] = []
     for number, chunk in enumerate(chunks):
         script = batch_dir / f"array_{number}.sbatch"
         batch.write_atomic(script, maker.render(batch_dir, chunk).encode())
-        result = run_command(["sbatch", "--parsable", str(script)], env=env, timeout_s=120)
+        result = run_command(["sbatch", "--parsable", str(script)], env=env, timeout_s=SBATCH_TIMEOUT_S)
+        where = f" (array {number + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+        if result.timed_out:
+            raise SbatchNoAnswer(f"sbatch did not answer within {SBATCH_TIMEOUT_S:g} s{where}", submitted)
         if not result.ok:
             cancel([s.job_id for s in submitted])
             undone = f"; cancelled the {len(submitted)} array(s) already queued" if submitted else ""
-            where = f" (array {number + 1} of {len(chunks)})" if len(chunks) > 1 else ""
             raise SlurmmlError(f"sbatch refused the job{where}: {sbatch_error_line(result.stderr)}{undone}")
         submitted.append(ArraySubmission(parse_job_id(result.stdout), chunk.offset, chunk.count, str(script),
                                          str(maker.log_dir)))

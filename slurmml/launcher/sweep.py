@@ -19,7 +19,8 @@ from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
 from slurmml.launcher import batch
 from slurmml.launcher.outcome import QueuedTask, job_returns, queued_returns
-from slurmml.launcher.recording import record_batch, run_id
+from slurmml.launcher.recording import record_batch, run_id, sweeper_direction
+from slurmml.tracking.secrets import mask_argv, mask_overrides
 
 log = logging.getLogger("slurmml.launcher")
 
@@ -42,10 +43,11 @@ def sweep_id_for(sweep_dir: Path, initial_job_idx: int) -> str:
     this directory before (Hydra's test suites, a notebook), so it never reuses an older sweep's id.
     """
     if sweep_dir not in _sweep_ids or initial_job_idx == 0:
+        sweeps_dir = slurmml_home() / "sweeps"  # a bad SLURMML_HOME stops here, before anything is written
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-        record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": sys.argv}
+        record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": mask_argv(sys.argv)}
         batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
-        batch.write_atomic(slurmml_home() / "sweeps" / f"{sweep_id}.json", json.dumps(record).encode())
+        batch.write_atomic(sweeps_dir / f"{sweep_id}.json", json.dumps(record).encode())
         _sweep_ids[sweep_dir] = sweep_id
     return _sweep_ids[sweep_dir]
 
@@ -67,6 +69,7 @@ def _payload(
         max_requeues=int(conf.get("max_num_timeout") or 0),
         sweep_id=sweep_id,
         gpu_sample_interval_s=float(conf.get("gpu_sample_interval_s") or 5.0),
+        launcher=dict(conf),
     )
 
 
@@ -74,18 +77,19 @@ def _log_tasks(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> 
     from hydra.core.utils import filter_overrides
 
     for index, overrides in enumerate(job_overrides):
-        log.info(f"\t#{initial_job_idx + index} : {' '.join(filter_overrides(overrides))}")
+        log.info(f"\t#{initial_job_idx + index} : {' '.join(mask_overrides(filter_overrides(overrides)))}")
 
 
 def launch_on_slurm(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
-    from slurmml.launcher.plan import check_poll_interval, check_request, split_into_arrays
-    from slurmml.launcher.slurm_backend import manifest, script_maker, submit_arrays
+    from slurmml.launcher.plan import check_fields, check_poll_interval, check_request, split_into_arrays, throttle_note
+    from slurmml.launcher.slurm_backend import SbatchNoAnswer, manifest, script_maker, submit_arrays
     from slurmml.launcher.templates import load_template
     from slurmml.slurm.cluster import ClusterFacts, read_cluster_facts
     from slurmml.slurm.commands import available
 
+    check_fields(conf)
     if conf.get("wait"):
         check_poll_interval(conf.get("poll_interval_s", 10.0))
     template = load_template(conf.get("template"))
@@ -112,22 +116,28 @@ def launch_on_slurm(
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
     _log_tasks(job_overrides, initial_job_idx)
+    created = batch.missing_folders(maker.log_dir, sweep_dir / ".slurmml")
     sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    registry = record_batch(sweep_id, sweep_dir, "slurm", conf, batch_dir, job_overrides, initial_job_idx)
-    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
     run_ids = [run_id(sweep_id, initial_job_idx + i) for i in range(len(job_overrides))]
+    registry = None
     try:
+        registry = record_batch(sweep_id, sweep_dir, "slurm", conf, batch_dir, job_overrides, initial_job_idx,
+                                direction=sweeper_direction(launcher.config))
+        batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
         submissions = submit_arrays(maker, batch_dir, chunks)
-    except SlurmmlError:
-        registry.discard_runs(sweep_id, run_ids)  # nothing half-recorded either
+    except SbatchNoAnswer as error:  # its job may be queued and will read the staged batch: keep everything
+        _mark_queued(registry, run_ids, error.submitted)
+        raise SlurmmlError(f"{error}: the job may have been queued all the same; "
+                           f"check with `squeue --me` or `slurmml status {sweep_id}`") from None
+    except Exception:  # nothing was queued: take back everything this batch wrote
+        _take_back(registry, sweep_dir, sweep_id, batch_dir, created, run_ids)
         raise
-    registry.mark_queued({run_ids[i]: (sub.task_job_id(i), sub.log_file(i))
-                          for sub in submissions for i in range(sub.offset, sub.offset + sub.count)})
+    _mark_queued(registry, run_ids, submissions)
     batch.write_manifest(batch_dir, manifest(sweep_id, initial_job_idx, submissions, len(job_overrides)))
 
     ids = ", ".join(f"{s.job_id} ({s.count} task{'s' if s.count > 1 else ''})" for s in submissions)
-    throttle = f", at most {conf.get('array_parallelism')} at once" if len(job_overrides) > 1 else ""
+    throttle = throttle_note(conf.get("array_parallelism"), [s.count for s in submissions])
     if not conf.get("wait"):
         print(
             f"slurmml: queued sweep {sweep_id}: {len(job_overrides)} task(s) as job {ids}{throttle}\n"
@@ -167,7 +177,9 @@ def launch_locally(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
     from slurmml.launcher.local_backend import local_log_paths, run_batch_locally
+    from slurmml.launcher.plan import check_fields
 
+    check_fields(conf)
     sweep_dir = _sweep_dir(launcher.config)
     parallelism = conf.get("array_parallelism") or os.cpu_count() or 1
     if conf.get("dry_run"):
@@ -176,11 +188,19 @@ def launch_locally(
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
     _log_tasks(job_overrides, initial_job_idx)
+    created = batch.missing_folders(sweep_dir / ".slurmml")
     sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
     batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx,
-                            log_path=lambda index: str(local_log_paths(batch_dir, index)[1]))
-    batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
+    registry = None
+    try:
+        registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx,
+                                log_path=lambda index: str(local_log_paths(batch_dir, index)[1]),
+                                direction=sweeper_direction(launcher.config))
+        batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
+    except Exception:  # no task started: take back everything this batch wrote
+        _take_back(registry, sweep_dir, sweep_id, batch_dir, created,
+                   [run_id(sweep_id, initial_job_idx + i) for i in range(len(job_overrides))])
+        raise
     batch.write_manifest(
         batch_dir,
         {"sweep_id": sweep_id, "backend": "local", "initial_job_idx": initial_job_idx, "num_tasks": len(job_overrides)},
@@ -199,6 +219,22 @@ def launch_locally(
     return returns
 
 
+def _take_back(registry: Any, sweep_dir: Path, sweep_id: str, batch_dir: Path, created: list[Path],
+               run_ids: list[str]) -> None:
+    """Undo what a batch that never started wrote: its registry rows (`registry` is None when none were
+    written), its staged folder, and its sweep's records when no other batch is in it."""
+    if registry is not None:
+        registry.discard_runs(sweep_id, run_ids)
+    if batch.unstage(sweep_dir, sweep_id, batch_dir, created):
+        (slurmml_home() / "sweeps" / f"{sweep_id}.json").unlink(missing_ok=True)
+        _sweep_ids.pop(sweep_dir, None)
+
+
+def _mark_queued(registry: Any, run_ids: list[str], submissions: list[Any]) -> None:
+    registry.mark_queued({run_ids[i]: (sub.task_job_id(i), sub.log_file(i))
+                          for sub in submissions for i in range(sub.offset, sub.offset + sub.count)})
+
+
 def _record_outcome(registry: Any, sweep_id: str, lost: dict[str, str]) -> None:
     """After waiting: ingest what the runs recorded; runs that never wrote their end are marked LOST."""
     report = registry.ingest(sweep_id)
@@ -208,21 +244,37 @@ def _record_outcome(registry: Any, sweep_id: str, lost: dict[str, str]) -> None:
 
 
 SHOW_RESULTS_UP_TO = 20
+_tallies: dict[str, tuple[int, int, int]] = {}  # sweep id: batches, completed, failed so far in this command
+
+
+def batch_summary(sweep_id: str, batch_number: int, first_job: int, completed: int, failed: int,
+                  so_far: tuple[int, int]) -> str:
+    """The line after a batch. Optimizing sweepers run many batches: say which one, and the sweep's total."""
+    last_job = first_job + completed + failed - 1
+    jobs = f"#{first_job}" if last_job == first_job else f"#{first_job}-#{last_job}"
+    line = f"sweep {sweep_id}, batch {batch_number} ({jobs}): {completed} completed, {failed} failed"
+    if batch_number > 1:
+        line += f"; sweep so far: {so_far[0]} completed, {so_far[1]} failed"
+    return line
 
 
 def _summarize(sweep_id: str, sweep_dir: Path, initial_job_idx: int, returns: list[Any], logs: dict[int, str]) -> None:
-    """One line for the sweep, one per failed task with its log: what a person wants after waiting."""
+    """One line for the batch, one per failed task with its log: what a person wants after waiting."""
     from hydra.core.utils import JobStatus
 
     failed = [i for i, r in enumerate(returns) if r.status != JobStatus.COMPLETED]
-    print(f"slurmml: sweep {sweep_id}: {len(returns) - len(failed)} completed, {len(failed)} failed; outputs in {sweep_dir}", file=sys.stderr)
+    batches, completed, failures = _tallies.get(sweep_id, (0, 0, 0))
+    _tallies[sweep_id] = (batches + 1, completed + len(returns) - len(failed), failures + len(failed))
+    line = batch_summary(sweep_id, batches + 1, initial_job_idx, len(returns) - len(failed), len(failed),
+                         _tallies[sweep_id][1:])
+    print(f"slurmml: {line}; outputs in {sweep_dir}", file=sys.stderr)
     if len(returns) <= SHOW_RESULTS_UP_TO:
         for index, job_return in enumerate(returns):
             if job_return.status == JobStatus.COMPLETED:
-                print(f"  #{initial_job_idx + index} {' '.join(job_return.overrides or [])} -> {job_return.return_value!r}",
+                print(f"  #{initial_job_idx + index} {' '.join(mask_overrides(job_return.overrides or []))} -> {job_return.return_value!r}",
                       file=sys.stderr)
     for index in failed:
-        print(f"  #{initial_job_idx + index} {' '.join(returns[index].overrides or [])}: {returns[index]._return_value!r}"
+        print(f"  #{initial_job_idx + index} {' '.join(mask_overrides(returns[index].overrides or []))}: {returns[index]._return_value!r}"
               f"\n    log: {logs[index]}", file=sys.stderr)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from slurmml.launcher import batch
 
@@ -92,11 +92,24 @@ def _end_tracking(sampler: Any, result: Any) -> None:
     if sampler is not None:
         sampler.stop()
     if result.status == JobStatus.COMPLETED:
-        client.end_run("COMPLETED", 0)
+        client.end_run("COMPLETED", 0, result=numeric_result(result.return_value))
     else:
         error = result._return_value
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         client.end_run("FAILED", 1, text)
+
+
+def numeric_result(value: Any) -> Optional[float]:
+    """A task's return value as the run's result: an int or a float, or a NumPy/PyTorch scalar (0-d, `.item()`).
+    Anything else (bool, str, dict, list, a tensor of several values) is not a result: None."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        return None
 
 
 def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[Path, int]:

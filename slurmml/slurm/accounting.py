@@ -20,7 +20,7 @@ class JobRecord:
     """One job (or array task), as the last Slurm call saw it. Times are Unix seconds; None = unknown."""
 
     job_id: str  # `123_4` for array tasks, `123` otherwise
-    state: str  # base state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...
+    state: Optional[str]  # base state: PENDING, RUNNING, COMPLETED, ...; None: sacct was asked and knew nothing
     reason: str = ""  # why pending, or who cancelled ("by 1000")
     exit_code: Optional[int] = None
     signal: Optional[int] = None

@@ -14,6 +14,7 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+    timed_out: bool = False  # no answer within the timeout: the command may still have done its work
 
     @property
     def ok(self) -> bool:
@@ -39,5 +40,5 @@ def run_command(
     except FileNotFoundError:
         return CommandResult(tuple(argv), 127, "", f"{argv[0]}: command not found")
     except subprocess.TimeoutExpired:
-        return CommandResult(tuple(argv), 124, "", f"{argv[0]}: no answer within {timeout_s:g} s")
+        return CommandResult(tuple(argv), 124, "", f"{argv[0]}: no answer within {timeout_s:g} s", timed_out=True)
     return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)

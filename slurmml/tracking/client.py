@@ -151,15 +151,33 @@ def start_run(
     return info
 
 
-def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optional[str] = None) -> None:
-    """Write the current run's `end` record and flush. Later records still reach the same spool."""
+def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optional[str] = None,
+            result: Optional[float] = None) -> None:
+    """Write the current run's `end` record (with the task's numeric `result`, if any) and flush.
+    Later records still reach the same spool."""
     writer = _writer
     if writer is None:
         return
     if error is not None and len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS // 2] + "\n[...]\n" + error[-MAX_ERROR_CHARS // 2:]
-    writer.write({"k": "end", "t": _time(), "state": state, "exit_code": exit_code, "error": error})
+    record = {"k": "end", "t": _time(), "state": state, "exit_code": exit_code, "error": error,
+              "max_rss_mb": peak_rss_mb()}
+    if result is not None:
+        record["result"] = result
+    writer.write(record)
     writer.close()
+
+
+def peak_rss_mb() -> Optional[float]:
+    """The largest resident size this process (or a child it waited for) reached, in MB. Slurm samples
+    memory every JobAcctGatherFrequency seconds, so a job that ends before the first sample has no MaxRSS
+    in sacct; the run's own figure stands in for it there (slurmml.report)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(peak_kb / 1024, 1) if peak_kb else None  # Linux counts in KB
 
 
 def start_record(info: RunInfo, config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

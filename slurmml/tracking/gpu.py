@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 MIB = 1024 * 1024
 _UNSET = object()
@@ -161,16 +161,37 @@ def _by_uuid_prefix(nvml: Nvml, prefix: str) -> Any:
     return matches[0] if len(matches) == 1 else None
 
 
+def gpus_given(environ: Mapping[str, str]) -> bool:
+    """Whether this job was given GPUs, so that missing NVML is worth saying.
+
+    Under Slurm the allocation decides: Slurm sets SLURM_JOB_GPUS / SLURM_STEP_GPUS / SLURM_GPUS_ON_NODE
+    for GPUs asked any way (gpus_per_node, gres, a template's #SBATCH line, additional_parameters), while
+    CUDA_VISIBLE_DEVICES may be inherited from the submitting shell. Outside Slurm nothing is allocated,
+    so a CUDA_VISIBLE_DEVICES naming a device is the only sign that GPUs are meant to be used.
+    """
+    if environ.get("SLURM_JOB_ID"):
+        count = environ.get("SLURM_GPUS_ON_NODE", "").strip()
+        return bool(environ.get("SLURM_JOB_GPUS", "").strip() or environ.get("SLURM_STEP_GPUS", "").strip()
+                    or (count.isdigit() and int(count) > 0))
+    visible = [entry.strip() for entry in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    return any(entry and entry not in ("NoDevFiles", "-1") for entry in visible)
+
+
 class GpuSampler:
-    """A daemon thread writing `gpu` records to `writer` every `interval_s`; NVML is initialised in the thread."""
+    """A daemon thread writing `gpu` records to `writer` every `interval_s`; NVML is initialised in the thread.
+
+    `gpus_expected` (default: `gpus_given(os.environ)`): say so on stderr when NVML is missing; a CPU job stays quiet.
+    """
 
     def __init__(self, writer: Any, interval_s: float = 5.0, nvml: Optional[Nvml] = None,
-                 cuda_visible_devices: Any = _UNSET, clock: Callable[[], float] = time.time) -> None:
+                 cuda_visible_devices: Any = _UNSET, clock: Callable[[], float] = time.time,
+                 gpus_expected: Optional[bool] = None) -> None:
         self.writer = writer
         self.interval_s = interval_s
         self.nvml = nvml if nvml is not None else Nvml()
         self.cuda_visible_devices = (os.environ.get("CUDA_VISIBLE_DEVICES")
                                      if cuda_visible_devices is _UNSET else cuda_visible_devices)
+        self.gpus_expected = gpus_given(os.environ) if gpus_expected is None else gpus_expected
         self.clock = clock
         self.gpus: list[VisibleGpu] = []
         self._stop = threading.Event()
@@ -196,7 +217,8 @@ class GpuSampler:
 
     def _run(self) -> None:
         if not self.nvml.available:
-            _info(f"slurmml: no NVML ({self.nvml.reason}): GPU sampling off")
+            if self.gpus_expected:
+                _info(f"slurmml: no NVML ({self.nvml.reason}): GPU sampling off")
             return
         self.gpus = visible_gpus(self.nvml, self.cuda_visible_devices)
         if not self.gpus:

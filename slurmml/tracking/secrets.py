@@ -82,18 +82,36 @@ def mask_url(text: str) -> str:
     return _URL_PASSWORD.sub(lambda match: match.group(1) + MASK + "@", text) if "@" in text else text
 
 
+_ASSIGNMENT = re.compile(r"""(?<![\w.\-])(-{0,2}[A-Za-z_][\w.\-]*)=('[^']*'|"[^"]*"|[^\s'",\]}]+)""")
+# `--token hf_x`: a long option and the word after it, unless that word is the next option
+_FLAG_VALUE = re.compile(r"""(?<![\w.\-])(--[A-Za-z][\w.\-]*)(\s+)('[^']*'|"[^"]*"|[^\s'",\]}\-][^\s'",\]}]*)""")
+
+
+def mask_text(text: str) -> str:
+    """Free text: URL passwords, `NAME=value` assignments to secret-looking names
+    (`export HF_TOKEN=hf_x` -> `export HF_TOKEN=***`, as in a launcher's `setup` lines) and the value after
+    a secret-looking long option (`huggingface-cli login --token hf_x` -> `... --token ***`)."""
+    text = mask_url(text)
+    if "=" in text:
+        text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}" if looks_secret(m.group(1)) else m.group(0), text)
+    if "--" in text:
+        text = _FLAG_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}" if looks_secret(m.group(1)) else m.group(0),
+                               text)
+    return text
+
+
 def mask_config(obj: Any) -> Any:
     """A deep copy of nested mappings and lists, values under secret-looking keys replaced by "***".
 
-    Passwords inside URL strings are masked too. Mappings (dict, DictConfig, ...) become dicts,
-    lists and tuples become lists; other values are kept as they are (not copied).
+    Strings are masked as free text (mask_text: URL passwords, `TOKEN=...`). Mappings (dict, DictConfig, ...)
+    become dicts, lists and tuples become lists; other values are kept as they are (not copied).
     """
     if isinstance(obj, Mapping):
         return {key: mask_value(value) if looks_secret(key) else mask_config(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)) or _is_list_like(obj):
         return [mask_config(item) for item in obj]
     if isinstance(obj, str):
-        return mask_url(obj)
+        return mask_text(obj)
     return obj
 
 
@@ -103,16 +121,61 @@ def _is_list_like(obj: Any) -> bool:
 
 
 def mask_environment(env: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: mask_value(value) if looks_secret(name) else mask_url(str(value)) for name, value in env.items()}
+    return {name: mask_value(value) if looks_secret(name) else mask_text(str(value)) for name, value in env.items()}
 
 
 def mask_overrides(overrides: Iterable[str]) -> list[str]:
-    """Hydra overrides: `db.password=hunter2` -> `db.password=***`, `+api_key=x` -> `+api_key=***`."""
-    masked = []
-    for override in overrides:
-        key, sep, value = str(override).partition("=")
-        masked.append(f"{key}={mask_value(value)}" if sep and looks_secret(key) else mask_url(str(override)))
-    return masked
+    """Hydra overrides: `db.password=hunter2` -> `db.password=***`, `+api_key=x` -> `+api_key=***`,
+    `+db={host:h,password:p}` -> `+db={host:h,password:***}`."""
+    return [mask_override(str(override)) for override in overrides]
+
+
+def mask_override(override: str) -> str:
+    key, sep, value = override.partition("=")
+    if not sep:
+        return mask_text(override)
+    if looks_secret(key):
+        return f"{key}={mask_value(value)}"
+    return f"{key}={mask_text(_mask_dict_text(value))}"
+
+
+_DICT_KEY = re.compile(r"([{,]\s*)([A-Za-z_][\w.\-]*)(\s*:\s*)")
+
+
+def _mask_dict_text(text: str) -> str:
+    """Values under secret-looking keys of a dict written in Hydra's override syntax: `{user:u,password:p}`."""
+    if "{" not in text:
+        return text
+    parts, pos = [], 0
+    while True:
+        match = _DICT_KEY.search(text, pos)
+        if match is None:
+            break
+        parts.append(text[pos:match.end()])
+        pos = match.end()
+        if looks_secret(match.group(2)):
+            end = _value_end(text, pos)
+            parts.append(mask_value(text[pos:end]))
+            pos = end
+    return "".join(parts) + text[pos:]
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value starting at `start` ends: the next `,` or closing bracket outside quotes and brackets."""
+    depth, quote = 0, ""
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])" or (char == "," and depth == 0):
+            if depth == 0:
+                return index
+            depth -= 1
+    return len(text)
 
 
 def mask_argv(argv: Iterable[str]) -> list[str]:
@@ -125,12 +188,9 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             hide_next = False
             continue
         hide_next = False
-        key, sep, value = arg.partition("=")
-        if sep and looks_secret(key):
-            masked.append(f"{key}={mask_value(value)}")
-        elif not sep and arg.startswith("-") and looks_secret(arg):
+        if "=" not in arg and arg.startswith("-") and looks_secret(arg):
             masked.append(arg)
             hide_next = True
         else:
-            masked.append(mask_url(arg))
+            masked.append(mask_override(arg))
     return masked

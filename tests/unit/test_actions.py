@@ -16,6 +16,7 @@ from slurmml.actions import (
     ActionResult, cancel_message, cancel_run, clone_command, clone_outcome, clone_run, refusal, requeue_message,
     requeue_run, run_owner, scancel_problem, scontrol_problem,
 )
+from slurmml.errors import SlurmmlError
 from slurmml.launcher.clone import import_path, launcher_overrides, merge_overrides, one_line, split_override
 from slurmml.poller import Poller
 from slurmml.registry import jobs
@@ -345,3 +346,17 @@ def test_cli_refusals_are_one_line_each_and_exit_1(tmp_path: Path, monkeypatch) 
     assert (tmp_path / "called").read_text() == "called\n"
     for command in ("cancel", "requeue", "clone"):
         assert runner.invoke(main, [command, "--help"]).exit_code == 0
+
+
+def test_a_clone_gets_the_real_values_behind_masked_overrides() -> None:
+    from slurmml.launcher.clone import unmask_overrides
+
+    parent = ["x=1", "+api_key=sk-1", "+db={host:h,password:pw}", "note=***"]
+    # what the registry shows (and the TUI's clone editor starts from), edited
+    edited = ["x=2", "+api_key=***", "++db={host:h,password:***}", "note=***"]
+    assert unmask_overrides(edited, parent) == ["x=2", "+api_key=sk-1", "++db={host:h,password:pw}", "note=***"]
+    assert unmask_overrides(["api_key=new"], parent) == ["api_key=new"]
+    assert merge_overrides(parent, ["api_key=***"]) == ["x=1", "+api_key=***", "+db={host:h,password:pw}", "note=***"]
+    for refused in ("+token=***", "+db={host:other,password:***}"):  # nothing to stand for: never run with "***"
+        with pytest.raises(SlurmmlError, match=r"stands for a masked secret.*give the value itself"):
+            unmask_overrides([refused], parent)

@@ -98,3 +98,30 @@ def test_new_folders_are_user_only(tmp_path):
     for folder in (tmp_path / "sweep", tmp_path / "sweep" / ".slurmml", target.parent):
         assert folder.stat().st_mode & 0o777 == 0o700
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_unstage_of_a_sweeps_only_batch_removes_the_sweep_and_only_folders_it_created(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "mine").mkdir(parents=True)  # the user's, there before
+    (sweep_dir / "mine" / "notes.txt").write_text("keep")
+    logs = sweep_dir / ".slurmml" / "logs"
+    created = batch.missing_folders(logs, sweep_dir / ".slurmml", sweep_dir / "mine")
+    assert created == [logs, sweep_dir / ".slurmml"]
+    batch_dir = batch.batch_dir_for(sweep_dir, "s1", 0)
+    batch.write_atomic(batch.sweep_state_dir(sweep_dir, "s1") / batch.SWEEP_RECORD, b"{}")
+    batch.write_atomic(batch_dir / "array_0.sbatch", b"#!/bin/bash")
+    logs.mkdir()
+    assert batch.unstage(sweep_dir, "s1", batch_dir, created) is True
+    assert sorted(p.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("*")) == ["mine", "mine/notes.txt"]
+
+
+def test_unstage_of_a_later_batch_keeps_the_sweep_and_shared_folders(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    first, second = batch.batch_dir_for(sweep_dir, "s1", 0), batch.batch_dir_for(sweep_dir, "s1", 4)
+    batch.write_atomic(first / "array_0.sbatch", b"#!/bin/bash")
+    logs = sweep_dir / ".slurmml" / "logs"
+    logs.mkdir()
+    (logs / "1_0_0_log.err").write_text("a queued job's log")
+    batch.write_atomic(second / "array_0.sbatch", b"#!/bin/bash")
+    assert batch.unstage(sweep_dir, "s1", second, [logs]) is False  # logs holds a file: it stays
+    assert first.is_dir() and not second.exists() and (logs / "1_0_0_log.err").is_file()

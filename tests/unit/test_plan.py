@@ -5,12 +5,14 @@ import pytest
 from slurmml.errors import SlurmmlError
 from slurmml.launcher.plan import (
     Template,
+    check_fields,
     check_poll_interval,
     check_request,
     inherited_job_variables,
     parse_template,
     split_into_arrays,
     submitit_parameters,
+    throttle_note,
 )
 from slurmml.slurm.parse import Partition, parse_sinfo_partitions
 
@@ -163,3 +165,55 @@ def test_check_poll_interval():
     assert check_poll_interval(30.0) == 30.0
     with pytest.raises(SlurmmlError, match="poll_interval_s=4.9"):
         check_poll_interval(4.9)
+
+
+# --- field values Slurm would read as "no limit" ---------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("timeout_min", -1, "timeout_min=-1 must be at least 1 (Slurm reads 0 or less as no time limit)"),
+    ("timeout_min", 0, "timeout_min=0 must be at least 1 (Slurm reads 0 or less as no time limit)"),
+    ("mem_gb", 0, "mem_gb=0 must be at least 1 (Slurm reads 0 as all of each node's memory)"),
+    ("array_parallelism", 0, "array_parallelism=0 must be at least 1 (Slurm reads %0 as no throttle)"),
+    ("max_array_size", 0, "max_array_size=0 must be at least 1"),
+    ("cpus_per_task", 0, "cpus_per_task=0 must be at least 1"),
+    ("cpus_per_gpu", 0, "cpus_per_gpu=0 must be at least 1"),
+    ("tasks_per_node", 0, "tasks_per_node=0 must be at least 1"),
+    ("nodes", 0, "nodes=0 must be at least 1"),
+    ("gpus_per_node", -1, "gpus_per_node=-1 must not be negative"),
+    ("gpus_per_task", -2, "gpus_per_task=-2 must not be negative"),
+    ("signal_delay_s", -5, "signal_delay_s=-5 must not be negative"),
+    ("max_num_timeout", -1, "max_num_timeout=-1 must not be negative"),
+    ("mem_per_cpu", "0", "mem_per_cpu=0 must be more than 0 (Slurm reads 0 as all of each node's memory)"),
+    ("mem_per_gpu", "0G", "mem_per_gpu=0G must be more than 0 (Slurm reads 0 as all of each node's memory)"),
+    ("gpu_sample_interval_s", 0.0, "gpu_sample_interval_s=0 must be more than 0"),
+])
+def test_check_fields_refuses_no_limit_values(field, value, message):
+    with pytest.raises(SlurmmlError) as raised:
+        check_fields({"timeout_min": 60, "nodes": 1, "tasks_per_node": 1, field: value})
+    assert str(raised.value) == message
+
+
+def test_check_fields_accepts_real_requests_and_unset_fields():
+    check_fields({"timeout_min": 1, "mem_gb": 4, "array_parallelism": 1, "nodes": 2, "tasks_per_node": None,
+                  "cpus_per_task": None, "gpus_per_node": 0, "mem_per_cpu": "512M", "mem_per_gpu": "2G",
+                  "max_array_size": None, "signal_delay_s": 0, "gpu_sample_interval_s": 0.5})
+    check_fields({"mem_per_cpu": "lots"})  # not a size: sbatch says so itself
+
+
+# --- the launch message's throttle clause ---------------------------------------------------
+
+@pytest.mark.parametrize("parallelism, sizes, note", [
+    (256, [10], ""),  # Slurm runs %10: no throttle to speak of
+    (10, [10], ""),
+    (8, [50], ", at most 8 at once"),
+    (2, [2, 2, 1], ""),
+    (1, [2, 2, 1], ", at most 1 at once per array"),
+    (None, [5], ""),  # the local launcher's default
+    (4, [], ""),
+])
+def test_throttle_note_says_only_a_real_throttle(parallelism, sizes, note):
+    assert throttle_note(parallelism, sizes) == note
+
+
+def test_gpus_per_task_with_unset_tasks_per_node(partitions):
+    assert check_request({"gpus_per_task": 1, "tasks_per_node": None}, partitions) is None

@@ -61,3 +61,42 @@ def test_log_folder_drops_per_job_components() -> None:
 def test_srun_only_for_jobs_of_several_tasks() -> None:
     assert script_maker({**_conf(), "use_srun": None}, parse_template("", "t")).use_srun is False
     assert script_maker({**_conf(), "use_srun": None, "tasks_per_node": 2}, parse_template("", "t")).use_srun is True
+
+
+def test_python_field_starts_the_task_as_written() -> None:
+    maker = script_maker(_conf(python="singularity exec 'my image.sif' python3"), parse_template("", "t"))
+    text = maker.render(BATCH_DIR, ArrayChunk(offset=0, count=2))
+    assert "singularity exec 'my image.sif' python3 -u -m slurmml.launcher.task '/tmp/a dir with" in text
+    assert sys.executable not in text
+
+
+def test_unset_tasks_per_node_renders_no_ntasks_per_node() -> None:
+    assert "--ntasks-per-node=1" in script_maker(_conf(), parse_template("", "t")).render(BATCH_DIR, ArrayChunk(0, 2))
+    maker = script_maker(_conf(tasks_per_node=None, use_srun=None), parse_template("", "t"))
+    assert "--ntasks-per-node" not in maker.render(BATCH_DIR, ArrayChunk(offset=0, count=2))
+    assert maker.use_srun is False  # one task per node, one node
+
+
+def test_schema_takes_the_peers_python_and_null_tasks_per_node() -> None:
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.structured(SlurmQueueConf)
+    conf.tasks_per_node = None
+    conf.python = "apptainer exec img.sif python"
+    assert conf.tasks_per_node is None and conf.python == "apptainer exec img.sif python"
+
+
+def test_every_field_of_the_peers_slurm_config_keeps_its_name_and_default() -> None:
+    """The installed hydra-submitit-launcher's fields, plus those of its main branch (`python`, `tasks_per_node=null`)."""
+    from dataclasses import MISSING, fields
+
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf as PeerConf
+
+    ours = {f.name: f for f in fields(SlurmQueueConf)}
+    for peer in fields(PeerConf):
+        if peer.name in {"_target_", "submitit_folder"}:  # the plugin's class and its log folder are slurmml's
+            continue
+        assert peer.name in ours, peer.name
+        if peer.default is not MISSING:
+            assert ours[peer.name].default == peer.default, peer.name
+    assert ours["python"].default is None

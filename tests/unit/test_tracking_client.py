@@ -93,7 +93,9 @@ def test_start_run_and_end_run(tmp_path: Path) -> None:
     assert start["config"] == {"lr": 0.1, "db": {"password": "***"}}
     assert start["overrides"] == ["lr=0.1", "db.password=***"]
     assert set(start["environment"]) >= {"python", "packages", "slurm"}
-    assert end == {"k": "end", "t": end["t"], "state": "FAILED", "exit_code": 1, "error": "Traceback ...\nValueError: boom"}
+    assert end == {"k": "end", "t": end["t"], "state": "FAILED", "exit_code": 1, "error": "Traceback ...\nValueError: boom",
+                   "max_rss_mb": end["max_rss_mb"]}
+    assert 10 < end["max_rss_mb"] < 10_000  # this test process's own peak, in MB
     assert config["db"]["password"] == "hunter2"
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from slurmml.tracking.gpu import GpuSampler, Nvml, visible_gpus
+from slurmml.tracking.gpu import GpuSampler, Nvml, gpus_given, visible_gpus
 
 UUIDS = ["GPU-0a0a0a0a-1111-2222-3333-444444444444", "GPU-1b1b1b1b-5555-6666-7777-888888888888"]
 MIG_UUID = "MIG-9c9c9c9c-aaaa-bbbb-cccc-dddddddddddd"
@@ -84,10 +84,10 @@ class ListWriter:
         self.records.append(record)
 
 
-def sample(cuda_visible_devices, fake=None) -> list[dict]:
+def sample(cuda_visible_devices, fake=None, gpus_expected=True) -> list[dict]:
     writer = ListWriter()
     sampler = GpuSampler(writer, interval_s=3600, nvml=Nvml(fake or FakePynvml()),
-                         cuda_visible_devices=cuda_visible_devices, clock=lambda: 123.0)
+                         cuda_visible_devices=cuda_visible_devices, clock=lambda: 123.0, gpus_expected=gpus_expected)
     sampler.start()
     sampler.stop()  # the first sample is taken at once; stop waits for the thread
     return writer.records
@@ -135,10 +135,37 @@ def test_no_nvml_one_info_line_and_no_records(capsys: pytest.CaptureFixture) -> 
     assert err == "slurmml: no NVML (nvmlInit failed: NVML Shared Library Not Found): GPU sampling off\n"
 
 
+def test_no_nvml_in_a_job_without_gpus_says_nothing(capsys: pytest.CaptureFixture) -> None:
+    fake = FakePynvml(init_error=NVMLError("NVML Shared Library Not Found"))
+    assert sample(None, fake, gpus_expected=False) == []
+    assert capsys.readouterr().err == ""
+
+
+# Environments recorded in jobs on the dev cluster (`env` in `sbatch --wrap`), trimmed to what matters.
+GPU_JOB = {"SLURM_JOB_ID": "12", "SLURM_JOB_PARTITION": "gpu", "CUDA_VISIBLE_DEVICES": "0", "GPU_DEVICE_ORDINAL": "0",
+           "SLURM_GPUS_ON_NODE": "1", "SLURM_GPUS_PER_NODE": "1", "SLURM_JOB_GPUS": "0"}
+CPU_JOB = {"SLURM_JOB_ID": "13", "SLURM_JOB_PARTITION": "gpu"}
+
+
+@pytest.mark.parametrize("environ, given", [
+    (GPU_JOB, True),
+    (CPU_JOB, False),
+    ({**CPU_JOB, "CUDA_VISIBLE_DEVICES": "0,1"}, False),  # inherited from the submitting shell: not an allocation
+    ({"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "0"}, False),
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_GPUS": "2,3"}, True),  # a job step of a job that has GPUs
+    ({}, False),  # a local run that names no GPU
+    ({"CUDA_VISIBLE_DEVICES": "1"}, True),
+    ({"CUDA_VISIBLE_DEVICES": ""}, False),
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, False),
+])
+def test_gpus_given_by_the_allocation_or_outside_slurm_by_cuda_visible_devices(environ, given) -> None:
+    assert gpus_given(environ) is given
+
+
 def test_without_pynvml_installed(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
     writer = ListWriter()
-    sampler = GpuSampler(writer, interval_s=0.01, cuda_visible_devices=None)
+    sampler = GpuSampler(writer, interval_s=0.01, cuda_visible_devices=None, gpus_expected=True)
     sampler.start()
     sampler.stop()
     assert writer.records == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurmml.tracking.secrets import (
-    MASK, looks_secret, mask_argv, mask_config, mask_environment, mask_overrides, words,
+    MASK, looks_secret, mask_argv, mask_config, mask_environment, mask_overrides, mask_text, words,
 )
 
 
@@ -81,3 +81,53 @@ def test_mask_overrides_and_argv() -> None:
     argv = ["train.py", "--api-key", "sk-1", "--lr", "0.1", "--token=abc", "hf_token=x", "--verbose", "-m"]
     assert mask_argv(argv) == ["train.py", "--api-key", MASK, "--lr", "0.1", f"--token={MASK}",
                                f"hf_token={MASK}", "--verbose", "-m"]
+
+
+@pytest.mark.parametrize("override, masked", [
+    ("+api_key=x", f"+api_key={MASK}"),
+    ("db.password=y", f"db.password={MASK}"),
+    ("AWS_SECRET_ACCESS_KEY=z", f"AWS_SECRET_ACCESS_KEY={MASK}"),
+    ("++env.AWS_SECRET_ACCESS_KEY=z", f"++env.AWS_SECRET_ACCESS_KEY={MASK}"),
+    ("+api_key='sk 1=2'", f"+api_key={MASK}"),  # a quoted value, with a space and an =
+    ('hf_token="a,b"', f"hf_token={MASK}"),
+    ("+api_key=a,b", f"+api_key={MASK}"),  # a sweep over two keys
+    ("api_key=", "api_key="),  # no value: nothing to hide, and "unset" stays visible
+    ("~api_key", "~api_key"),
+    ("+db={host:h,password:p,port:1}", f"+db={{host:h,password:{MASK},port:1}}"),
+    ("+db={cfg:{token:'t,u'},x:[1,2]}", f"+db={{cfg:{{token:{MASK}}},x:[1,2]}}"),
+    ("+db={credentials:[a,{b:1}],host:h}", f"+db={{credentials:{MASK},host:h}}"),
+    ("db.url=postgres://me:pw@host/db", f"db.url=postgres://me:{MASK}@host/db"),
+    ("lr=0.1", "lr=0.1"),
+    ("model.max_tokens=5", "model.max_tokens=5"),
+    ("+db={host:h,keyboard:k}", "+db={host:h,keyboard:k}"),
+    ("hydra/launcher=slurmml_local", "hydra/launcher=slurmml_local"),
+    ("tags=[a,b]", "tags=[a,b]"),
+])
+def test_mask_override_strings(override: str, masked: str) -> None:
+    assert mask_overrides([override]) == [masked]
+    assert mask_argv(["train.py", "-m", override]) == ["train.py", "-m", masked]
+
+
+def test_secret_assignments_inside_text_are_masked() -> None:
+    # a launcher's setup lines, given on the command line or in its config
+    assert mask_overrides(["hydra.launcher.setup=[export HF_TOKEN=hf_x,module load cuda]"]) == \
+        [f"hydra.launcher.setup=[export HF_TOKEN={MASK},module load cuda]"]
+    assert mask_config({"setup": ["export WANDB_API_KEY='a b'", "echo x=1"], "args": "--api-key=k --lr=0.1"}) == \
+        {"setup": [f"export WANDB_API_KEY={MASK}", "echo x=1"], "args": f"--api-key={MASK} --lr=0.1"}
+    assert mask_overrides(["hydra.launcher.srun_args=[--export=ALL]", "name=a=b"]) == \
+        ["hydra.launcher.srun_args=[--export=ALL]", "name=a=b"]
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("huggingface-cli login --token hf_x", f"huggingface-cli login --token {MASK}"),
+    ("mysql --password hunter2 -h db", f"mysql --password {MASK} -h db"),
+    ("upload --api-key abc --lr 0.1", f"upload --api-key {MASK} --lr 0.1"),
+    ("login --password 'a b' --user me", f"login --password {MASK} --user me"),
+    ("login --token --verbose", "login --token --verbose"),  # no value: the next word is an option
+    ("train --max-tokens 100 --token-count 5 --keyboard us --lr 0.1",  # not secret names: untouched
+     "train --max-tokens 100 --token-count 5 --keyboard us --lr 0.1"),
+])
+def test_the_word_after_a_secret_option_is_masked_in_text(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+    assert mask_overrides([f"hydra.launcher.setup=[{text}]"]) == [f"hydra.launcher.setup=[{masked}]"]
+    assert mask_config({"setup": [text]}) == {"setup": [masked]}
