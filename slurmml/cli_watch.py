@@ -10,18 +10,19 @@ from __future__ import annotations
 import click
 
 TICK_S = 1.0
-QUEUED = ("SUBMITTING", "QUEUED")
 SHOW_UNFINISHED = 20
 
 
 @click.command()
 @click.argument("sweep")
-@click.option("--metric", help="Show the best value of this metric (default: the first metric the sweep logged).")
-@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True,
-              help="Whether the best value of --metric is the largest or the smallest.")
+@click.option("--metric", help="Show the best value of this metric, or of `result` (default: the result when runs "
+                               "returned one, else the first metric the sweep logged).")
+@click.option("--mode", type=click.Choice(["max", "min"]),
+              help="Whether the best value is the largest or the smallest (default: the direction the sweep "
+                   "declared for its result, else from the metric's name: min for loss/error-like names).")
 @click.option("--interval", type=float, default=10.0, show_default=True,
               help="Seconds between squeue calls, shared with every other view of the registry (at least 5).")
-def watch(sweep: str, metric: str | None, mode: str, interval: float) -> None:
+def watch(sweep: str, metric: str | None, mode: str | None, interval: float) -> None:
     """Follow SWEEP (a sweep id or directory) until every run has ended, then print a summary.
 
     A progress bar shows queued, running, done and failed runs and the best metric so far.
@@ -68,14 +69,14 @@ class Snapshot:
     """Where a sweep stands: run counts by state and the best metric value so far."""
 
     def __init__(self, states: dict[str, int], metric: str | None, best: dict | None) -> None:
-        from slurmml.registry.ingest import FINAL_STATES
+        from slurmml.states import NOT_STARTED_STATES, SUCCESS_STATE, is_failed
 
         self.states = states
         self.total = sum(states.values())
-        self.queued = sum(states.get(s, 0) for s in QUEUED)
+        self.queued = sum(states.get(s, 0) for s in NOT_STARTED_STATES)
         self.running = states.get("RUNNING", 0)
-        self.done = states.get("COMPLETED", 0)
-        self.failed = sum(n for s, n in states.items() if s in FINAL_STATES and s != "COMPLETED")
+        self.done = states.get(SUCCESS_STATE, 0)
+        self.failed = sum(n for s, n in states.items() if is_failed(s))
         self.finished = self.done + self.failed
         self.metric, self.best = metric, best
 
@@ -90,17 +91,25 @@ class Snapshot:
         return text
 
 
-def snapshot(registry, ids: list[str], metric: str | None = None, mode: str = "max") -> Snapshot:
+def snapshot(registry, ids: list[str], metric: str | None = None, mode: str | None = None) -> Snapshot:
+    """Counts by state, and the best run so far (never a failed one) by `metric`, by default the one
+    slurmml.ranking.default_metric picks; best as slurmml.ranking says."""
+    from slurmml.ranking import default_metric, metric_mode, shared_direction
+
     marks = ",".join("?" * len(ids))
     states = dict(registry.conn.execute(
         f"SELECT state, count(*) FROM runs WHERE sweep_id IN ({marks}) GROUP BY state", ids).fetchall())
+    declared = shared_direction(registry.sweep_direction(sweep) for sweep in ids)
     if metric is None:
-        row = registry.conn.execute(
-            f"SELECT k.name FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
-            f"WHERE r.sweep_id IN ({marks}) ORDER BY k.key LIMIT 1", ids).fetchone()
-        metric = row[0] if row else None
+        has_result = registry.conn.execute(
+            f"SELECT 1 FROM runs WHERE sweep_id IN ({marks}) AND result IS NOT NULL LIMIT 1", ids).fetchone()
+        logged = dict(registry.conn.execute(
+            f"SELECT k.name, count(*) FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
+            f"WHERE r.sweep_id IN ({marks}) GROUP BY k.name", ids).fetchall())
+        metric = default_metric(logged, bool(has_result), declared)
     best = None
     if metric is not None:
+        mode = metric_mode(metric, declared, mode)
         candidates = [row for sweep in ids for row in registry.best(metric, mode, sweep=sweep, limit=1)
                       if row["value"] is not None and row["value"] == row["value"]]  # not NaN
         if candidates:
@@ -108,16 +117,19 @@ def snapshot(registry, ids: list[str], metric: str | None = None, mode: str = "m
     return Snapshot(states, metric, best)
 
 
-def follow(registry, ids: list[str], poller, metric: str | None = None, mode: str = "max", on_update=None,
+def follow(registry, ids: list[str], poller, metric: str | None = None, mode: str | None = None, on_update=None,
            sleep=None, tick_s: float = TICK_S) -> Snapshot:
     """Ingest, poll (only as often as the shared schedule allows) and take a snapshot, until every run is final."""
     import time
 
     sleep = sleep or time.sleep
+    marks = ",".join("?" * len(ids))
+    shown = [row[0] for row in registry.conn.execute(  # their sacct records are fetched too, however old
+        f"SELECT id FROM runs WHERE sweep_id IN ({marks}) AND slurm_job_id IS NOT NULL", ids)]
     while True:
         for sweep in ids:
             registry.ingest(sweep)
-        report = poller.poll()
+        report = poller.poll(wanted=shown)
         current = snapshot(registry, ids, metric, mode)
         if on_update is not None:
             on_update(current, report)
@@ -145,9 +157,9 @@ class _Display:
             # on a narrow terminal the counts are cut short, not the bar
             line = TextColumn("{task.fields[line]}", markup=False,
                               table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
-            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
-                                      MofNCompleteColumn(), TimeElapsedColumn(), line, console=Console(stderr=True),
-                                      expand=True)
+            title = TextColumn("{task.description}", markup=False, style="bold")  # sweep ids: plain text
+            self._progress = Progress(title, BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(), line,
+                                      console=Console(stderr=True), expand=True)
             self._progress.start()
             self._task = self._progress.add_task(self.title, total=None, line="")
         return self
@@ -175,14 +187,17 @@ class _Display:
             self._progress.stop()
 
 
-def print_summary(registry, ids: list[str], current: Snapshot, metric: str | None = None, mode: str = "max") -> None:
+def print_summary(registry, ids: list[str], current: Snapshot, metric: str | None = None,
+                  mode: str | None = None) -> None:
     """Per-state counts, the best run, and why each run that did not complete ended."""
-    tally = "  ".join(f"{state} {count}" for state, count in sorted(current.states.items()))
-    click.echo(f"sweep {' '.join(ids)}: {current.total} run(s) ended: {tally}")
+    from slurmml.tables import GLUE, print_text  # wrapped to the terminal, plain text
+
+    tally = "  ".join(f"{state}{GLUE}{count}" for state, count in sorted(current.states.items()))
+    print_text(f"sweep {' '.join(ids)}: {current.total} run(s) ended: {tally}")
     if current.best is not None:
         best = current.best
-        overrides = " ".join(__import__("json").loads(best["overrides"] or "[]"))
-        click.echo(f"  best {current.metric} {best['value']:.6g}: run {best['id']} (#{best['job_num']}"
+        overrides = best["overrides"]  # one string, as browse.leaderboard gives it
+        print_text(f"  best {current.metric} {best['value']:.6g}: run {best['id']} (#{best['job_num']}"
                    f"{' ' + overrides if overrides else ''})")
     if _print_report(registry, ids, metric, mode):
         return
@@ -197,7 +212,7 @@ def print_summary(registry, ids: list[str], current: Snapshot, metric: str | Non
         click.echo(f"  ... and {len(unfinished) - SHOW_UNFINISHED} more (slurmml runs --sweep SWEEP)")
 
 
-def _print_report(registry, ids: list[str], metric: str | None, mode: str) -> bool:
+def _print_report(registry, ids: list[str], metric: str | None, mode: str | None) -> bool:
     """The tables of `slurmml report` for each sweep (when this installation has slurmml.report)."""
     try:
         from slurmml.cli_report import _print_tables
@@ -205,5 +220,5 @@ def _print_report(registry, ids: list[str], metric: str | None, mode: str) -> bo
     except ImportError:
         return False
     for sweep in ids:
-        _print_tables(build_report(registry, sweep=sweep, metric=metric, mode=mode if metric else None))
+        _print_tables(build_report(registry, sweep=sweep, metric=metric, mode=mode))
     return True

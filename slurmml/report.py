@@ -17,18 +17,16 @@ import math
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Optional, Union
 
 from slurmml.errors import SlurmmlError
+from slurmml.ranking import RESULT, default_metric, metric_mode, shared_direction
 from slurmml.slurm.accounting import JobRecord, cpu_efficiency, gpu_hours, memory_efficiency, time_efficiency
+from slurmml.states import is_active, is_failed, is_final, run_state_of, shown_slurm_state
 
 IDLE_UTIL = 10.0  # a run whose GPUs averaged less than this utilization (%) counts as idle
 BEST_RUNS = 5
-FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "LOST",
-                "BOOT_FAIL", "DEADLINE")
-FAILED_STATES = tuple(s for s in FINAL_STATES if s != "COMPLETED")
-_LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|perplexity|ppl|wer|cer", re.IGNORECASE)
 
 When = Union[None, str, float, int]
 
@@ -71,6 +69,7 @@ class RunRow:
     gpu_samples: int = 0
     idle_gpu: Optional[bool] = None  # None: no GPU, or no samples to tell
     metric: Optional[float] = None  # last value of the report's metric
+    result: Optional[float] = None  # the task's numeric return value: what the sweeper optimized
 
 
 @dataclass
@@ -154,7 +153,7 @@ def _clean(value: Any) -> Any:
 @dataclass
 class Inputs:
     runs: list[dict[str, Any]]  # id, sweep_id, job_num, overrides (list), state, slurm_job_id, exit_code, error,
-    #                             created, started, ended, sweep_name, user
+    #                             created, started, ended, result, sweep_name, user, direction (the sweep's)
     jobs: dict[str, JobRecord]  # slurm job id -> the poller's record
     samples: dict[str, dict[str, Any]]  # run id -> count, util, mem_max, mem_total, gpus
     metric_values: dict[str, float]  # run id -> last value of the metric
@@ -199,7 +198,7 @@ def collect(registry: Any, sweep: Optional[str] = None, since: Optional[float] =
         conditions.append("coalesce(r.created, r.started) < ?")
         args.append(until)
     sql = ("SELECT r.run, r.id, r.sweep_id, r.job_num, r.overrides, r.state, r.slurm_job_id, r.exit_code, r.error, "
-           "r.created, r.started, r.ended, s.name AS sweep_name, s.user AS user "
+           "r.created, r.started, r.ended, r.result, r.max_rss_mb AS own_max_rss_mb, s.name AS sweep_name, s.user AS user, s.direction AS direction "
            "FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id "
            f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
            "ORDER BY coalesce(r.sweep_id, ''), r.job_num, r.created")
@@ -228,12 +227,19 @@ def collect(registry: Any, sweep: Optional[str] = None, since: Optional[float] =
         if run_key in keys:
             metric_counts[name] = metric_counts.get(name, 0) + 1
     values = {}
-    if metric:
+    if metric == RESULT:
+        values = result_values(runs)
+    elif metric:
         for run_key, last in conn.execute("SELECT s.run, s.last FROM metric_summary s JOIN metric_keys k USING (key) "
                                           "WHERE k.name = ?", (metric,)):
             if run_key in keys and last is not None:
                 values[keys[run_key]] = last
     return Inputs(runs, jobs, samples, values, metric_counts)
+
+
+def result_values(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """run id -> the run's result, for the runs that recorded one."""
+    return {run["id"]: run["result"] for run in runs if run.get("result") is not None}
 
 
 def _registry_owner(registry: Any) -> Optional[str]:
@@ -245,31 +251,20 @@ def _registry_owner(registry: Any) -> Optional[str]:
         return None
 
 
-def pick_metric(metric_counts: dict[str, int]) -> Optional[str]:
-    """The metric most runs logged, validation metrics first (`val_acc`, `val/loss`)."""
-    if not metric_counts:
-        return None
-    return max(metric_counts, key=lambda name: (name.lower().startswith(("val", "valid", "eval", "test")),
-                                                metric_counts[name], name))
-
-
-def default_mode(metric: str) -> str:
-    return "min" if _LOWER_IS_BETTER.search(metric) else "max"
-
-
 # -- per run ----------------------------------------------------------------------------------------------------
 
 def reconcile_state(run_state: str, record: Optional[JobRecord]) -> str:
     """One state per run. A final state in the registry wins: the poller has already weighed Slurm's word
     against the run's own end record there. Otherwise Slurm's final word fills in what the run did not record."""
-    if run_state in FINAL_STATES or record is None or not record.state:
+    if is_final(run_state) or record is None or not record.state:
         return run_state
-    return record.state if record.state in FINAL_STATES else run_state
+    state = run_state_of(record.state)  # BOOT_FAIL counts as NODE_FAIL, DEADLINE as TIMEOUT
+    return state if is_final(state) else run_state
 
 
 def failure_cause(state: str, exit_code: Optional[int], signal: Optional[int], error: Optional[str]) -> str:
     """A grouping key: `FAILED: exit 1, ValueError`, `FAILED: signal 9`, `TIMEOUT`, `CANCELLED`, `LOST: <reason>`."""
-    if state not in FAILED_STATES:
+    if not is_failed(state):
         return ""
     if state == "LOST":
         return "LOST: " + _normalise_reason(_error_line(error) or "no end recorded")
@@ -310,14 +305,16 @@ def _normalise_reason(text: str) -> str:
 
 def run_row(run: dict[str, Any], record: Optional[JobRecord], sample: Optional[dict[str, Any]],
             metric_value: Optional[float], now: float) -> RunRow:
+    if record is not None and not record.state:
+        record = None  # sacct's "no such job": the run's own figures are all there is
     state = reconcile_state(run["state"], record)
     row = RunRow(
         run_id=run["id"], sweep_id=run.get("sweep_id"), job_num=run.get("job_num"),
         overrides=list(run.get("overrides") or []), state=state, run_state=run["state"],
-        slurm_state=record.state if record else None,
+        slurm_state=shown_slurm_state(run["state"], record.state if record else None),
         accounting=(record.source or "sacct") if record else "registry",
         slurm_job_id=run.get("slurm_job_id"), user=run.get("user"), created=run.get("created"),
-        started=run.get("started"), ended=run.get("ended"), metric=metric_value,
+        started=run.get("started"), ended=run.get("ended"), metric=metric_value, result=run.get("result"),
     )
     error = run.get("error")
     if record is not None:
@@ -326,17 +323,21 @@ def run_row(run: dict[str, Any], record: Optional[JobRecord], sample: Optional[d
         row.elapsed_s = record.elapsed_s
         row.timelimit_s, row.alloc_cpus, row.alloc_gpus = record.timelimit_s, record.alloc_cpus, record.alloc_gpus
         row.req_mem_mb, row.max_rss_mb, row.total_cpu_s = record.req_mem_mb, record.max_rss_mb, record.total_cpu_s
+        if record.max_rss_mb is None and run.get("own_max_rss_mb"):
+            # ended before Slurm's first memory sample: the run's own peak, over the memory Slurm gave it
+            record = replace(record, max_rss_mb=run["own_max_rss_mb"])
+            row.max_rss_mb = record.max_rss_mb
         row.cpu_eff, row.mem_eff, row.time_eff = cpu_efficiency(record), memory_efficiency(record), time_efficiency(record)
         row.gpu_hours = gpu_hours(record)
         row.exit_code, row.signal = record.exit_code, record.signal
         row.reason = record.reason or _error_line(error)
-        if state == run["state"] and state in FAILED_STATES and run.get("exit_code") is not None:
+        if state == run["state"] and is_failed(state) and run.get("exit_code") is not None:
             row.exit_code = run["exit_code"]  # the run's own outcome decided the state
     else:
         row.exit_code = run.get("exit_code")
         row.reason = _error_line(error)
     if row.elapsed_s is None and row.started is not None:
-        end = row.ended if row.ended is not None else (now if state not in FINAL_STATES else None)
+        end = row.ended if row.ended is not None else (now if is_active(state) else None)
         row.elapsed_s = None if end is None else max(0.0, end - row.started)
     if sample:
         row.gpu_samples = sample["count"]
@@ -361,8 +362,8 @@ def summarize(sweep_id: str, rows: list[RunRow], mode: str = "max", name: Option
     for row in rows:
         summary.states[row.state] = summary.states.get(row.state, 0) + 1
         summary.completed += row.state == "COMPLETED"
-        summary.failed += row.state in FAILED_STATES
-        summary.active += row.state not in FINAL_STATES
+        summary.failed += is_failed(row.state)
+        summary.active += is_active(row.state)
         summary.accounted += row.accounting != "registry"
         summary.elapsed_s += row.elapsed_s or 0.0
         if row.cpu_eff is not None:
@@ -376,11 +377,11 @@ def summarize(sweep_id: str, rows: list[RunRow], mode: str = "max", name: Option
             utils.append(row.gpu_util)
         hours = row.gpu_hours or 0.0
         summary.gpu_hours += hours
-        if row.state in FAILED_STATES:
+        if is_failed(row.state):
             summary.gpu_hours_failed += hours
         if row.idle_gpu:
             summary.gpu_hours_idle += hours
-        if row.metric is not None and not math.isnan(row.metric) and (
+        if _rankable(row) and (
                 summary.best_value is None
                 or (row.metric > summary.best_value if mode == "max" else row.metric < summary.best_value)):
             summary.best_run, summary.best_value = row.run_id, row.metric
@@ -423,8 +424,13 @@ def distinguishing_labels(overrides: list[list[str]]) -> list[str]:
     return labels
 
 
+def _rankable(row: RunRow) -> bool:
+    """A run that may be best: it has a value, not NaN, and it did not fail (it completed, or is still going)."""
+    return row.metric is not None and not math.isnan(row.metric) and not is_failed(row.state)
+
+
 def best_runs(rows: list[RunRow], mode: str, limit: int = BEST_RUNS) -> list[BestRun]:
-    ranked = [r for r in rows if r.metric is not None and not math.isnan(r.metric)]
+    ranked = [r for r in rows if _rankable(r)]
     ranked.sort(key=lambda r: r.metric, reverse=mode == "max")
     ranked = ranked[:limit]
     labels = distinguishing_labels([r.overrides for r in ranked])
@@ -437,49 +443,67 @@ def best_runs(rows: list[RunRow], mode: str, limit: int = BEST_RUNS) -> list[Bes
             for r, label in zip(ranked, labels)]
 
 
-def aggregate(inputs: Inputs, metric: Optional[str] = None, mode: str = "max", filters: Optional[dict] = None,
+def aggregate(inputs: Inputs, metric: Optional[str] = None, mode: Optional[str] = None, filters: Optional[dict] = None,
               now: Optional[float] = None, metric_picked: bool = False) -> Report:
-    """Pure: the rows read from the registry to a Report (no curves: build_report adds them)."""
-    if mode not in ("max", "min"):
+    """Pure: the rows read from the registry to a Report (no curves: build_report adds them).
+
+    Without `mode`, slurmml.ranking decides which way is better: for each sweep from the direction it declared,
+    for the totals and the best runs from the direction the sweeps in the report agree on.
+    """
+    if mode not in (None, "max", "min"):
         raise SlurmmlError(f"mode must be max or min, not {mode!r}")
+
+    def mode_for(directions: Iterable[Optional[str]]) -> str:
+        return metric_mode(metric, shared_direction(directions), mode) if metric else "max"
+
     now = time.time() if now is None else now
     rows = [run_row(run, inputs.jobs.get(run["slurm_job_id"]) if run.get("slurm_job_id") else None,
                     inputs.samples.get(run["id"]), inputs.metric_values.get(run["id"]), now)
             for run in inputs.runs]
     by_sweep: dict[str, list[RunRow]] = {}
-    names: dict[str, tuple[Optional[str], Optional[str]]] = {}
+    names: dict[str, tuple[Optional[str], Optional[str], Optional[str]]] = {}
     for run, row in zip(inputs.runs, rows):
         key = row.sweep_id or "(local runs)"
         by_sweep.setdefault(key, []).append(row)
-        names.setdefault(key, (run.get("sweep_name"), run.get("user")))
-    sweeps = [summarize(key, group, mode, *names[key]) for key, group in by_sweep.items()]
-    unaccounted = [r.run_id for r in rows if r.slurm_job_id and r.accounting == "registry"]
+        names.setdefault(key, (run.get("sweep_name"), run.get("user"), run.get("direction")))
+    sweeps = [summarize(key, group, mode_for([names[key][2]]), *names[key][:2]) for key, group in by_sweep.items()]
+    # Slurm runs without any record, and ended ones without sacct's final word (squeue's last look is no account)
+    unaccounted = [r.run_id for r in rows if r.slurm_job_id and (
+        r.accounting == "registry" or (is_final(r.run_state) and not (r.accounting == "sacct" and r.slurm_state)))]
+    overall = mode_for(direction for _, _, direction in names.values())
     return Report(
-        generated=now, filters=filters or {}, metric=metric, mode=mode, metric_picked=metric_picked,
-        totals=summarize("all", rows, mode), sweeps=sweeps, runs=rows, failures=group_failures(rows),
-        gpu_hours_by_state=gpu_hours_by_state(rows), best=best_runs(rows, mode) if metric else [],
+        generated=now, filters=filters or {}, metric=metric, mode=overall, metric_picked=metric_picked,
+        totals=summarize("all", rows, overall), sweeps=sweeps, runs=rows, failures=group_failures(rows),
+        gpu_hours_by_state=gpu_hours_by_state(rows), best=best_runs(rows, overall) if metric else [],
         unaccounted=unaccounted,
     )
 
 
 def build_report(registry: Any, sweep: Optional[str] = None, since: When = None, until: When = None,
-                 user: Optional[str] = None, metric: Optional[str] = None, mode: Optional[str] = "max",
+                 user: Optional[str] = None, metric: Optional[str] = None, mode: Optional[str] = None,
                  now: Optional[float] = None, max_points: int = 500) -> Report:
-    """A report over a sweep, a time window (runs created in [since, until)), a user, or all runs."""
+    """A report over a sweep, a time window (runs created in [since, until)), a user, or all runs.
+
+    Without `metric`, slurmml.ranking.default_metric picks: the runs' result where the sweeps declared which way
+    it is better, else the validation metric most runs logged. Without `mode`, slurmml.ranking decides.
+    """
     now = time.time() if now is None else now
     start, end = parse_when(since, now), parse_when(until, now)
     inputs = collect(registry, sweep, start, end, user, metric)
     picked = False
     if metric is None:
-        metric = pick_metric(inputs.metric_counts)
-        if metric is not None:
-            picked = True
-            mode = default_mode(metric)
+        results = result_values(inputs.runs)
+        # a direction one of the sweeps with results declared (each sweep is then ranked its own way)
+        declared = next((run["direction"] for run in inputs.runs if run.get("direction") and run["id"] in results), None)
+        metric = default_metric(inputs.metric_counts, bool(results), declared)
+        if metric == RESULT:
+            inputs.metric_values = results
+        elif metric is not None:
             inputs = collect(registry, sweep, start, end, user, metric)
-    mode = mode or (default_mode(metric) if metric else "max")
+        picked = metric is not None
     filters = {"sweep": sweep, "since": since, "until": until, "user": user}
     report = aggregate(inputs, metric, mode, {k: v for k, v in filters.items() if v is not None}, now, picked)
-    if report.best and metric:
+    if report.best and metric and metric != RESULT:  # a result is one value, not a curve
         curves = registry.curves([b.run_id for b in report.best], metric, max_points)
         for best in report.best:
             best.curve = [tuple(p) for p in curves.get(best.run_id, [])]
@@ -491,7 +515,7 @@ def build_report(registry: Any, sweep: Optional[str] = None, since: When = None,
 RUN_COLUMNS = ["run_id", "sweep_id", "job_num", "state", "accounting", "slurm_job_id", "elapsed_s", "alloc_cpus",
                "alloc_gpus", "cpu_eff", "mem_eff", "time_eff", "gpu_hours", "gpu_util", "gpu_mem_max_mb", "idle_gpu",
                "max_rss_mb", "req_mem_mb", "total_cpu_s", "timelimit_s", "exit_code", "signal", "cause", "reason",
-               "run_state", "slurm_state", "started", "ended", "overrides", "metric"]
+               "run_state", "slurm_state", "started", "ended", "overrides", "result", "metric"]
 SWEEP_COLUMNS = ["sweep_id", "name", "runs", "completed", "failed", "active", "accounted", "elapsed_s", "cpu_eff",
                  "mem_eff", "time_eff", "gpu_hours", "gpu_hours_failed", "gpu_hours_idle", "gpu_util", "best_run",
                  "best_value"]
@@ -502,7 +526,7 @@ def run_records(report: Report) -> list[dict[str, Any]]:
     for run in report.runs:
         row = {column: getattr(run, column) for column in RUN_COLUMNS}
         row["overrides"] = " ".join(run.overrides)
-        if report.metric:
+        if report.metric and report.metric != RESULT:
             row[report.metric] = row.pop("metric")
         else:
             row.pop("metric")

@@ -8,6 +8,7 @@ every other end (FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED
 from __future__ import annotations
 
 ACTIVE_STATES = ("SUBMITTING", "QUEUED", "RUNNING")
+NOT_STARTED_STATES = ("SUBMITTING", "QUEUED")  # active, and no execution has started yet
 SUCCESS_STATE = "COMPLETED"
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "LOST")
 FAILED_STATES = tuple(state for state in FINAL_STATES if state != SUCCESS_STATE)
@@ -52,3 +53,14 @@ def shown_slurm_state(run_state: str, slurm_state: str | None) -> str | None:
     if slurm_state and is_final(run_state) and slurm_state not in SLURM_FINAL:
         return None
     return slurm_state or None
+
+
+def state_path(history: list[dict]) -> str:
+    """A run's state history in time order as one line, `QUEUED -> RUNNING -> COMPLETED`: a state that two
+    sources reported (squeue saw the job start, the run recorded its start) is written once."""
+    ordered = sorted(history, key=lambda entry: entry.get("time") or 0)  # stable: equal times keep their order
+    path: list[str] = []
+    for entry in ordered:
+        if not path or path[-1] != entry["state"]:
+            path.append(entry["state"])
+    return " -> ".join(path)

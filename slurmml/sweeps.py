@@ -8,6 +8,7 @@ from pathlib import Path
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
 from slurmml.launcher import batch
+from slurmml.states import ALL_STATES
 
 
 def resolve_sweep(sweep: str) -> list[Path]:
@@ -23,14 +24,20 @@ def resolve_sweep(sweep: str) -> list[Path]:
         if state_dir.is_dir():
             return [state_dir]
         raise SlurmmlError(f"sweep {sweep} was in {state_dir.parent.parent}, which no longer holds it")
-    raise SlurmmlError(f"no sweep '{sweep}': not a sweep directory, and no sweep with that id in {slurmml_home()}")
+    raise unknown_sweep(sweep)
+
+
+def unknown_sweep(sweep: str) -> SlurmmlError:
+    """What every command says for a sweep it cannot find."""
+    return SlurmmlError(f"no sweep '{sweep}': not a sweep directory, and no sweep with that id in {slurmml_home()}")
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
     tally: dict[str, int] = {}
     for row in rows:
         tally[row["state"]] = tally.get(row["state"], 0) + 1
-    return dict(sorted(tally.items()))
+    order = {state: number for number, state in enumerate(ALL_STATES)}  # live first, then how runs ended
+    return dict(sorted(tally.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
 def sweep_record(state_dir: Path) -> dict:

@@ -10,11 +10,13 @@ import json
 import sqlite3
 from typing import Any, Iterable, Optional
 
-from slurmml.registry.query import downsample, filters_sql
+from slurmml.ranking import RESULT, metric_mode, shared_direction
+from slurmml.registry.query import downsample, filters_sql, key_sql
+from slurmml.states import FAILED_STATES
 
 RUN_LIST_SQL = """
 SELECT r.run, r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.host, r.created, r.started, r.ended,
-       r.restarts, r.overrides, r.parent_id, s.user, s.name
+       r.restarts, r.overrides, r.parent_id, s.user, s.name, r.result, s.direction
 FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id
 ORDER BY r.created, r.sweep_id, r.job_num
 """
@@ -22,7 +24,8 @@ ORDER BY r.created, r.sweep_id, r.job_num
 
 def run_list(conn: sqlite3.Connection) -> list[tuple]:
     """(run key, id, sweep id, job num, state, job id, host, created, started, ended, restarts,
-    overrides as one string, parent id, owner, sweep name) for every run, oldest first."""
+    overrides as one string, parent id, owner, sweep name, result, the sweep's declared direction) for every
+    run, oldest first."""
     rows = []
     for row in conn.execute(RUN_LIST_SQL):
         row = tuple(row)
@@ -42,6 +45,18 @@ def metric_summaries(conn: sqlite3.Connection) -> dict[int, dict[str, tuple]]:
 
 def metric_names(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT name FROM metric_keys ORDER BY key")]
+
+
+def has_results(conn: sqlite3.Connection) -> bool:
+    """Whether any run recorded a result (its task's numeric return value)."""
+    return conn.execute("SELECT 1 FROM runs WHERE result IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+def sweep_direction(conn: sqlite3.Connection, sweep: Optional[str] = None) -> Optional[str]:
+    """The direction `sweep` declared, or without one the one all declaring sweeps agree on (slurmml.ranking)."""
+    sql, args = ("SELECT direction FROM sweeps WHERE id = ?", (sweep,)) if sweep else \
+        ("SELECT DISTINCT direction FROM sweeps", ())
+    return shared_direction(row[0] for row in conn.execute(sql, args))
 
 
 def live_gpu_util(conn: sqlite3.Connection) -> dict[int, float]:
@@ -86,27 +101,36 @@ def config_maps(conn: sqlite3.Connection, run_ids: list[str]) -> list[dict[str, 
     return out
 
 
-def leaderboard(conn: sqlite3.Connection, metric: str, mode: str = "max", sweep: Optional[str] = None,
+def leaderboard(conn: sqlite3.Connection, metric: str, mode: Optional[str] = None, sweep: Optional[str] = None,
                 group_key: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Runs ranked by the last value of `metric`: in one sweep or across all, optionally ranked separately
-    within each value of a shared config key (e.g. 'dataset'), matched exactly or as a dotted suffix."""
+    """Runs ranked by the last value of `metric` (or by their `result`): in one sweep or across all, optionally
+    ranked separately within each value of a shared config key (e.g. 'dataset'), matched exactly or as a
+    dotted suffix. Best first as slurmml.ranking says unless `mode` is given; failed runs never rank."""
+    mode = metric_mode(metric, sweep_direction(conn, sweep), mode)
     direction = "DESC" if mode == "max" else "ASC"
     args: list[Any] = []
     group_sql, join = "NULL", ""
     if group_key:
-        join = ("JOIN params p ON p.run = r.run AND p.key = (SELECT min(key) FROM params q WHERE q.run = r.run "
-                "AND (q.key = ? OR q.key LIKE ?))")
-        args.extend([group_key, f"%.{group_key}"])
+        match, match_args = key_sql("q.key", group_key)
+        join = f"JOIN params p ON p.run = r.run AND p.key = (SELECT min(key) FROM params q WHERE q.run = r.run AND {match})"
+        args.extend(match_args)
         group_sql = "p.value"
-    where = "k.name = ? AND s.last IS NOT NULL"  # NaN is stored as NULL: a diverged run never ranks
-    args.append(metric)
+    failed = ",".join("?" * len(FAILED_STATES))
+    if metric == RESULT:
+        value, step, source = "r.result", "NULL", "runs r"
+        where = f"r.result IS NOT NULL AND r.state NOT IN ({failed})"
+        args.extend(FAILED_STATES)
+    else:
+        value, step, source = "s.last", "s.last_step", "metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run)"
+        where = f"k.name = ? AND s.last IS NOT NULL AND r.state NOT IN ({failed})"  # NaN is NULL: never ranks
+        args.extend([metric, *FAILED_STATES])
     if sweep:
         where += " AND r.sweep_id = ?"
         args.append(sweep)
-    sql = (f"SELECT * FROM (SELECT r.id, r.sweep_id, r.job_num, r.state, r.overrides, s.last AS value, "
-           f"s.last_step AS step, {group_sql} AS grp, "
-           f"row_number() OVER (PARTITION BY {group_sql} ORDER BY s.last {direction}) AS rank "
-           f"FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) {join} WHERE {where}) "
+    sql = (f"SELECT * FROM (SELECT r.id, r.sweep_id, r.job_num, r.state, r.overrides, {value} AS value, "
+           f"{step} AS step, {group_sql} AS grp, "
+           f"row_number() OVER (PARTITION BY {group_sql} ORDER BY {value} {direction}) AS rank "
+           f"FROM {source} {join} WHERE {where}) "
            f"WHERE rank <= ? ORDER BY grp, rank")
     args.append(int(limit))
     rows = []
@@ -120,7 +144,8 @@ def leaderboard(conn: sqlite3.Connection, metric: str, mode: str = "max", sweep:
 
 def config_key_exists(conn: sqlite3.Connection, key: str) -> bool:
     """Whether any run has this config key, exactly or as a dotted suffix (as leaderboard's group_key matches)."""
-    return conn.execute("SELECT 1 FROM params WHERE key = ? OR key LIKE ? LIMIT 1", (key, f"%.{key}")).fetchone() is not None
+    match, args = key_sql("key", key)
+    return conn.execute(f"SELECT 1 FROM params WHERE {match} LIMIT 1", args).fetchone() is not None
 
 
 def data_version(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -40,6 +40,10 @@ def _number(value: Any) -> Optional[float]:
     return number
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class _Keys:
     """metric name -> integer key, created on first sight."""
 
@@ -76,9 +80,9 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                 seen = latest.get(key)
                 if seen is None or step is None or seen[1] is None or step >= seen[1]:
                     latest[key] = (value, step)
-        elif kind == "p":
+        elif kind == "p":  # slurmml.log_params: marked logged, over a config value of the same key
             conn.executemany(
-                "INSERT OR REPLACE INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO params(run, key, value, num, type, logged) VALUES (?, ?, ?, ?, ?, 1)",
                 [(run, k, json.dumps(v), _number(v) if not isinstance(v, str) else None, type(v).__name__)
                  for k, v in _flatten(record.get("v") or {})],
             )
@@ -94,8 +98,11 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
         elif kind == "start":
             _on_start(conn, run, record)
         elif kind == "end":
+            result = record.get("result")  # the task's numeric return value, when it had one
             _set_state(conn, run, record.get("state") or "COMPLETED", when, "run",
-                       exit_code=record.get("exit_code"), error=record.get("error"), ended=when)
+                       exit_code=record.get("exit_code"), error=record.get("error"), ended=when,
+                       max_rss_mb=record.get("max_rss_mb") if _is_number(record.get("max_rss_mb")) else None,
+                       **({"result": result} if _is_number(result) else {}))
     if points:
         conn.executemany("INSERT INTO metrics(run, key, step, value, time) VALUES (?, ?, ?, ?, ?)", points)
         conn.executemany(SUMMARY_UPSERT, _summaries(run, points, latest))
@@ -145,9 +152,11 @@ def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
          json.dumps(record["config"]) if record.get("config") is not None else None,
          json.dumps(environment), run),
     )
-    if record.get("config"):
+    if record.get("config"):  # a requeued run starts again: what it logged before keeps its value and mark
         conn.executemany(
-            "INSERT OR REPLACE INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value, num = excluded.num, type = excluded.type "
+            "WHERE NOT logged",
             [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
              for k, v in _flatten(record["config"])],
         )

@@ -148,7 +148,8 @@ _TRACKED_COLUMNS = """r.id, r.sweep_id, r.slurm_job_id, r.state, r.exit_code, r.
 
 def tracked_runs(registry: Any, ended_since: float, unaccounted_since: Optional[float] = None) -> list[TrackedRun]:
     """Runs with a Slurm job that have not ended, or ended at or after `ended_since` (or at an unknown time),
-    or ended at or after `unaccounted_since` without sacct's final record in the cache (nobody polled then)."""
+    or ended at or after `unaccounted_since` without sacct's final record in the cache (nobody polled then)
+    and without sacct having said it has none (a record with no state)."""
     final = ",".join("?" * len(FINAL_STATES))
     slurm_final = ",".join("?" * len(SLURM_FINAL))
     rows = registry.conn.execute(
@@ -158,7 +159,7 @@ def tracked_runs(registry: Any, ended_since: float, unaccounted_since: Optional[
               AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ?
                    OR (r.ended >= ? AND NOT EXISTS (
                        SELECT 1 FROM slurm_jobs j WHERE j.job_id = r.slurm_job_id AND j.source = 'sacct'
-                         AND j.state IN ({slurm_final}))))""",
+                         AND (j.state IN ({slurm_final}) OR j.state IS NULL))))""",
         (*FINAL_STATES, ended_since, ended_since if unaccounted_since is None else unaccounted_since,
          *sorted(SLURM_FINAL))).fetchall()
     return [_tracked(row) for row in rows]

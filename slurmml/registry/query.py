@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from slurmml.errors import SlurmmlError
 
 _FILTER = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
-RUN_COLUMNS = {"state", "host", "job_num", "slurm_job_id", "exit_code", "sweep_id", "id"}
+RUN_COLUMNS = {"state", "host", "job_num", "slurm_job_id", "exit_code", "sweep_id", "id", "result"}
 TEXT_RUN_COLUMNS = {"state", "host", "slurm_job_id", "sweep_id", "id"}  # '5745' and '100_2' are ids, not numbers
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
 
@@ -38,6 +38,12 @@ def parse_filter(text: str) -> Filter:
     return Filter(key, op, raw)
 
 
+def key_sql(column: str, key: str) -> tuple[str, list[Any]]:
+    """SQL matching a config key by its name or as a dotted suffix (`lr` matches `optimizer.lr`). No LIKE:
+    `_` and `%` in names such as `val_loss` are letters, not wildcards."""
+    return f"({column} = ? OR substr({column}, ?) = ?)", [key, -(len(key) + 1), f".{key}"]
+
+
 def filter_sql(f: Filter, metric_names: set[str]) -> tuple[str, list[Any]]:
     """SQL condition on runs `r`: a run column, a metric (its last value) or a config key (exact or dotted suffix)."""
     if f.key in RUN_COLUMNS:
@@ -46,8 +52,8 @@ def filter_sql(f: Filter, metric_names: set[str]) -> tuple[str, list[Any]]:
         return (f"EXISTS (SELECT 1 FROM metric_summary s JOIN metric_keys k USING (key) "
                 f"WHERE s.run = r.run AND k.name = ? AND s.last {f.op} ?)", [f.key, f.value])
     column, value = ("p.num", f.value) if isinstance(f.value, float) else ("p.value", json.dumps(f.value))
-    return (f"EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND (p.key = ? OR p.key LIKE ?) "
-            f"AND {column} {f.op} ?)", [f.key, f"%.{f.key}", value])
+    match, args = key_sql("p.key", f.key)
+    return f"EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND {match} AND {column} {f.op} ?)", [*args, value]
 
 
 def filters_sql(texts: Iterable[str], metric_names: set[str]) -> tuple[list[str], list[Any]]:
@@ -61,9 +67,10 @@ def filters_sql(texts: Iterable[str], metric_names: set[str]) -> tuple[list[str]
     return conditions, args
 
 
-def parse_sort(text: str) -> tuple[str, bool]:
-    """`-val_acc` -> ('val_acc', descending=True)."""
-    descending = text.startswith("-")
+def parse_sort(text: str) -> tuple[str, Optional[bool]]:
+    """`-val_acc` -> ('val_acc', descending=True), `+val_acc` -> False, `val_acc` -> None (the caller's default:
+    best first for a metric or the result, ascending otherwise)."""
+    descending = True if text.startswith("-") else False if text.startswith("+") else None
     key = text.lstrip("+-")
     if not key:
         raise SlurmmlError(f"cannot sort by {text!r}")

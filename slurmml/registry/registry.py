@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from slurmml.errors import SlurmmlError
+from slurmml.ranking import RESULT, metric_mode
 from slurmml.registry import ingest as _ingest
-from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, parse_sort
+from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
 from slurmml.registry.store import connect, default_registry_path
+from slurmml.states import ACTIVE_STATES, FAILED_STATES, FINAL_STATES
+from slurmml.tracking.secrets import mask_argv, mask_overrides
 
 RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
-              "restarts", "overrides", "run_dir", "log_path"]
+              "restarts", "overrides", "run_dir", "log_path", "result"]
 
 
 class Registry:
@@ -41,22 +44,24 @@ class Registry:
         """Record a sweep and its runs before any job starts (state SUBMITTING).
 
         A sweep already recorded is kept as it is: this also adds runs (a clone, with its `parent_id`) to it.
+        Secret-looking values in the command line and the overrides are masked here, whoever records them.
         """
         now = time.time()
+        argv = mask_argv(sweep["argv"]) if sweep.get("argv") is not None else None
         with self._transaction():
             self.conn.execute(
                 "INSERT OR IGNORE INTO sweeps(id, name, user, created, argv, cwd, sweep_dir, backend, git_commit, "
-                "git_dirty, git_diff, launcher) VALUES (:id, :name, :user, :created, :argv, :cwd, :sweep_dir, "
-                ":backend, :git_commit, :git_dirty, :git_diff, :launcher)",
+                "git_dirty, git_diff, launcher, direction) VALUES (:id, :name, :user, :created, :argv, :cwd, "
+                ":sweep_dir, :backend, :git_commit, :git_dirty, :git_diff, :launcher, :direction)",
                 {**{k: None for k in ("name", "user", "created", "cwd", "sweep_dir", "backend", "git_commit", "git_dirty",
-                                       "git_diff")},
-                 **sweep, "argv": json.dumps(sweep.get("argv")), "launcher": json.dumps(sweep.get("launcher"))},
+                                       "git_diff", "direction")},
+                 **sweep, "argv": json.dumps(argv), "launcher": json.dumps(sweep.get("launcher"))},
             )
             self.conn.executemany(
                 "INSERT INTO runs(id, sweep_id, job_num, overrides, spool_path, log_path, parent_id, state, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'SUBMITTING', ?)",
-                [(r["id"], sweep["id"], r["job_num"], json.dumps(r.get("overrides", [])), r.get("spool_path"),
-                  r.get("log_path"), r.get("parent_id"), now) for r in runs],
+                [(r["id"], sweep["id"], r["job_num"], json.dumps(mask_overrides(r.get("overrides", []))),
+                  r.get("spool_path"), r.get("log_path"), r.get("parent_id"), now) for r in runs],
             )
 
     def mark_queued(self, job_ids: dict[str, tuple[str, str]]) -> None:
@@ -72,7 +77,7 @@ class Registry:
     def mark_final(self, states: dict[str, tuple[str, str]], source: str) -> None:
         """run id -> (final state, reason), for runs that have not reached a final state of their own."""
         now = time.time()
-        final = ",".join(f"'{state}'" for state in _ingest.FINAL_STATES)
+        final = ",".join(f"'{state}'" for state in FINAL_STATES)
         with self._transaction():
             for run_id, (state, reason) in states.items():
                 changed = self.conn.execute(
@@ -187,25 +192,61 @@ class Registry:
         return {row[0] for row in self.conn.execute("SELECT name FROM metric_keys")}
 
     def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep with its run counts: completed, failed (every other final state), active (not final)."""
+        failed, active = ",".join("?" * len(FAILED_STATES)), ",".join("?" * len(ACTIVE_STATES))
         rows = self.conn.execute(
-            "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, count(r.run) AS runs, "
-            "sum(r.state = 'COMPLETED') AS completed, sum(r.state = 'FAILED') AS failed "
-            "FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id GROUP BY s.id ORDER BY s.created")
+            "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, s.direction, count(r.run) AS runs, "
+            "coalesce(sum(r.state = 'COMPLETED'), 0) AS completed, "
+            f"coalesce(sum(r.state IN ({failed})), 0) AS failed, coalesce(sum(r.state IN ({active})), 0) AS active "
+            "FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id GROUP BY s.id ORDER BY s.created",
+            (*FAILED_STATES, *ACTIVE_STATES))
         return [dict(row) for row in rows]
+
+    def sweep_direction(self, sweep: Optional[str] = None) -> Optional[str]:
+        """The direction `sweep` declared (or, without one, that all declaring sweeps agree on): slurmml.ranking."""
+        from slurmml.registry.browse import sweep_direction
+
+        return sweep_direction(self.conn, sweep)
+
+    def has_sweep(self, sweep_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is not None
+
+    def _check_filter_keys(self, where: Iterable[str], sweep: Optional[str]) -> None:
+        """A filter on a key that no run in scope has (no config key, metric or run column of that name) is
+        a typo, not an empty answer. A key some runs have is fine, whether or not any of them matches."""
+        for text in where:
+            key = parse_filter(text).key
+            if key in RUN_COLUMNS:
+                continue
+            scope, args = ("r.sweep_id = ? AND ", [sweep]) if sweep else ("", [])
+            match, match_args = key_sql("p.key", key)
+            found = self.conn.execute(
+                f"SELECT 1 FROM runs r WHERE {scope}(EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND "
+                f"{match}) OR EXISTS (SELECT 1 FROM metric_summary s JOIN metric_keys k "
+                f"USING (key) WHERE s.run = r.run AND k.name = ?)) LIMIT 1", [*args, *match_args, key]).fetchone()
+            if found is None:
+                scope_words = f" in sweep {sweep}" if sweep else ""
+                raise SlurmmlError(f"filter {text!r}: no run{scope_words} has a config key, metric or column '{key}'")
 
     def runs(self, sweep: Optional[str] = None, where: Iterable[str] = (), sort: Optional[str] = None,
              limit: Optional[int] = None, metrics: Optional[list[str]] = None) -> list[dict[str, Any]]:
         """Runs with the last value of each metric; filters are parsed and bound, never pasted into SQL."""
         names = self.metric_names()
         conditions, args = filters_sql(where, names)
+        self._check_filter_keys(where, sweep)
         if sweep:
             conditions.append("r.sweep_id = ?")
             args.append(sweep)
         order = "r.sweep_id, r.job_num"
         if sort:
             key, descending = parse_sort(sort)
+            if descending is None:  # no sign: a metric or the result best first, anything else ascending
+                ranked = key == RESULT or (key in names and key not in RUN_COLUMNS)
+                descending = ranked and metric_mode(key, self.sweep_direction(sweep)) == "max"
             direction = "DESC" if descending else "ASC"
-            if key in RUN_COLUMNS or key in {"started", "ended"}:
+            if key == RESULT:
+                order = f"r.result IS NULL, r.result {direction}"
+            elif key in RUN_COLUMNS or key in {"started", "ended"}:
                 order = f"r.{key} {direction}"
             elif key in names:
                 order = (f"(SELECT s.last FROM metric_summary s JOIN metric_keys k USING (key) "
@@ -235,7 +276,7 @@ class Registry:
             sql += f" WHERE s.run IN ({placeholders})"
             args = list(by_run)
         for run, name, last in self.conn.execute(sql, args):
-            if run in by_run and (metrics is None or name in metrics):
+            if run in by_run and (metrics is None or name in metrics) and name not in RUN_FIELDS:
                 by_run[run][name] = last
         for row in rows:
             row["overrides"] = " ".join(json.loads(row["overrides"] or "[]"))
@@ -250,14 +291,21 @@ class Registry:
         for field in ("overrides", "config", "environment"):
             run[field] = json.loads(run[field]) if run[field] else None
         run["states"] = [dict(r) for r in self.conn.execute(
-            "SELECT state, time, source FROM run_states WHERE run = ? ORDER BY rowid", (key,))]
+            "SELECT state, time, source FROM run_states WHERE run = ? ORDER BY time, rowid", (key,))]
         run["metrics"] = {r["name"]: {k: r[k] for k in ("last", "last_step", "min", "max", "count")}
                           for r in self.conn.execute(
                               "SELECT k.name, s.* FROM metric_summary s JOIN metric_keys k USING (key) WHERE s.run = ?",
                               (key,))}
         run["artifacts"] = [dict(r) for r in self.conn.execute(
             "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
+        run["params"] = self._logged_params(key)
+        run["direction"] = self.sweep_direction(run["sweep_id"]) if run["sweep_id"] else None
         return run
+
+    def _logged_params(self, key: int) -> dict[str, Any]:
+        """What the run gave `slurmml.log_params`, also where its config has the same value."""
+        return {name: json.loads(value) for name, value in self.conn.execute(
+            "SELECT key, value FROM params WHERE run = ? AND logged ORDER BY key", (key,))}
 
     def run_with_sweep(self, run_id: str) -> dict[str, Any]:
         """One run's row (no metrics) with its sweep's owner, backend, cwd, sweep_dir, argv and launcher config.
@@ -275,18 +323,12 @@ class Registry:
             run[field] = json.loads(run[field]) if run[field] else None
         return run
 
-    def best(self, metric: str, mode: str = "max", sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
-        """A leaderboard: runs ranked by the last value of `metric`."""
-        sql = ("SELECT r.id, r.sweep_id, r.job_num, r.overrides, s.last AS value, s.last_step AS step "
-               "FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
-               "WHERE k.name = ? AND s.last IS NOT NULL")  # a diverged run (NaN) never tops a leaderboard
-        args: list[Any] = [metric]
-        if sweep:
-            sql += " AND r.sweep_id = ?"
-            args.append(sweep)
-        sql += f" ORDER BY s.last {'DESC' if mode == 'max' else 'ASC'} LIMIT ?"
-        args.append(int(limit))
-        return [dict(r) for r in self.conn.execute(sql, args)]
+    def best(self, metric: str, mode: Optional[str] = None, sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
+        """A leaderboard: runs ranked by the last value of `metric` (or by their `result`), best first, the way
+        slurmml.ranking says unless `mode` is given. Runs that failed are never among the best (browse.leaderboard)."""
+        from slurmml.registry.browse import leaderboard
+
+        return leaderboard(self.conn, metric, mode, sweep, limit=limit)
 
     def curves(self, run_ids: list[str], metric: str, max_points: int = 500) -> dict[str, list[tuple]]:
         out = {}

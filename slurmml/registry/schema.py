@@ -86,4 +86,17 @@ MIGRATIONS: list[str] = [
         failures INTEGER DEFAULT 0
     );
     """,
+    # 4: which way the sweep's optimizer ranks ('min'/'max', slurmml.ranking), and each run's numeric return value
+    """
+    ALTER TABLE sweeps ADD COLUMN direction TEXT;
+    ALTER TABLE runs ADD COLUMN result REAL;
+    """,
+    # 5: the run's own peak resident memory (MB), from its end record: for jobs too short for Slurm's sampling
+    """
+    ALTER TABLE runs ADD COLUMN max_rss_mb REAL;
+    """,
+    # 6: which params the run gave `slurmml.log_params` (1), apart from those of its config (0)
+    """
+    ALTER TABLE params ADD COLUMN logged INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -77,15 +77,16 @@ def test_run_list_has_every_run_oldest_first_with_owner_and_sweep_name(registry:
     assert [row[1] for row in rows] == ["s2-0", "s2-1", "s1-0", "s1-1", "s1-2", "s1-3"]
     created = [row[7] for row in rows]
     assert created == sorted(created)
-    key, run_id, sweep, job_num, state, job, host, _, started, ended, restarts, overrides, parent, owner, name = \
-        by_id(rows)["s1-1"]
+    key, run_id, sweep, job_num, state, job, host, _, started, ended, restarts, overrides, parent, owner, name, result, \
+        direction = by_id(rows)["s1-1"]
     assert isinstance(key, int)
     assert (run_id, sweep, job_num, state, job, host) == ("s1-1", "s1", 1, "FAILED", "100_1", "node1")
     assert (started, ended, restarts, overrides, parent, owner, name) == (1110.0, 1119.0, 0, "task=1 sweep=s1", None,
                                                                          "alice", "grid")
+    assert (result, direction) == (None, None)
     queued = by_id(rows)["s1-3"]
     assert queued[4] == "QUEUED" and queued[6] is None and queued[8] is None
-    assert by_id(rows)["s1-2"][4] == "RUNNING" and by_id(rows)["s2-0"][13:] == ("bob", None)
+    assert by_id(rows)["s1-2"][4] == "RUNNING" and by_id(rows)["s2-0"][13:15] == ("bob", None)
 
 
 def test_run_list_of_a_plain_script_run(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_run_list_of_a_plain_script_run(tmp_path: Path) -> None:
     spool(folder / "spool.jsonl", {"k": "start", "t": 5.0, "host": "elsewhere", "pid": 1, "config": None},
           {"k": "m", "t": 6.0, "s": 0, "v": {"loss": 1.5}}, {"k": "end", "t": 7.0, "state": "COMPLETED"})
     registry.refresh(tmp_path / "runs")
-    ((key, run_id, sweep, job_num, state, *_, overrides, parent, owner, name),) = browse.run_list(registry.conn)
+    ((key, run_id, sweep, job_num, state, *_, overrides, parent, owner, name, _, _),) = browse.run_list(registry.conn)
     assert (run_id, sweep, job_num, state, overrides, parent, owner, name) == ("local-1", None, None, "COMPLETED", "",
                                                                               None, None, None)
     assert browse.metric_summaries(registry.conn) == {key: {"loss": (1.5, 1.5, 1.5)}}
@@ -149,11 +150,13 @@ def ranking(rows: list[dict]) -> list[tuple]:
     return [(row["rank"], row["id"], row["value"]) for row in rows]
 
 
-def test_leaderboard_highest_or_lowest_first_never_a_nan(registry: Registry) -> None:
+def test_leaderboard_highest_or_lowest_first_never_a_nan_nor_a_failed_run(registry: Registry) -> None:
     assert ranking(browse.leaderboard(registry.conn, "val_acc", "max")) == [
-        (1, "s1-0", 0.9), (2, "s2-1", 0.85), (3, "s2-0", 0.8), (4, "s1-1", 0.7)]
-    assert ranking(browse.leaderboard(registry.conn, "val_acc", "min")) == [
-        (1, "s1-1", 0.7), (2, "s2-0", 0.8), (3, "s2-1", 0.85), (4, "s1-0", 0.9)]
+        (1, "s1-0", 0.9), (2, "s2-1", 0.85), (3, "s2-0", 0.8)]
+    assert ranking(browse.leaderboard(registry.conn, "val_acc", "min")) == [  # s1-1 (0.7) FAILED: never best
+        (1, "s2-0", 0.8), (2, "s2-1", 0.85), (3, "s1-0", 0.9)]
+    assert ranking(browse.leaderboard(registry.conn, "val_acc")) == ranking(browse.leaderboard(registry.conn, "val_acc", "max"))
+    assert ranking(browse.leaderboard(registry.conn, "loss")) == ranking(browse.leaderboard(registry.conn, "loss", "min"))
     assert ranking(browse.leaderboard(registry.conn, "val_acc", "max", limit=2)) == [(1, "s1-0", 0.9), (2, "s2-1", 0.85)]
     top = browse.leaderboard(registry.conn, "loss", "min")[0]
     assert top == {"id": "s2-1", "sweep_id": "s2", "job_num": 1, "state": "COMPLETED", "overrides": "task=1 sweep=s2",
@@ -163,8 +166,7 @@ def test_leaderboard_highest_or_lowest_first_never_a_nan(registry: Registry) -> 
 
 
 def test_leaderboard_of_one_sweep(registry: Registry) -> None:
-    assert ranking(browse.leaderboard(registry.conn, "val_acc", "max", sweep="s1")) == [(1, "s1-0", 0.9),
-                                                                                        (2, "s1-1", 0.7)]
+    assert ranking(browse.leaderboard(registry.conn, "val_acc", "max", sweep="s1")) == [(1, "s1-0", 0.9)]
     assert ranking(browse.leaderboard(registry.conn, "val_acc", "min", sweep="s2")) == [(1, "s2-0", 0.8),
                                                                                         (2, "s2-1", 0.85)]
 
@@ -172,9 +174,9 @@ def test_leaderboard_of_one_sweep(registry: Registry) -> None:
 def test_leaderboard_ranks_within_each_value_of_a_config_key(registry: Registry) -> None:
     rows = browse.leaderboard(registry.conn, "val_acc", "max", group_key="dataset")
     assert [(row["group"], row["rank"], row["id"]) for row in rows] == [
-        ("cifar", 1, "s2-0"), ("cifar", 2, "s1-1"), ("mnist", 1, "s1-0"), ("mnist", 2, "s2-1")]
+        ("cifar", 1, "s2-0"), ("mnist", 1, "s1-0"), ("mnist", 2, "s2-1")]
     rows = browse.leaderboard(registry.conn, "val_acc", "min", group_key="model", limit=1)
-    assert [(row["group"], row["rank"], row["id"]) for row in rows] == [("cnn", 1, "s2-0"), ("mlp", 1, "s1-1")]
+    assert [(row["group"], row["rank"], row["id"]) for row in rows] == [("cnn", 1, "s2-0"), ("mlp", 1, "s2-1")]
     rows = browse.leaderboard(registry.conn, "val_acc", "max", sweep="s2", group_key="lr")  # dotted suffix
     assert [(row["group"], row["rank"], row["id"]) for row in rows] == [(0.001, 1, "s2-1"), (0.05, 1, "s2-0")]
     assert browse.leaderboard(registry.conn, "val_acc", "max", group_key="nosuch") == []

@@ -8,7 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from slurmml.cli import main
 from slurmml.errors import SlurmmlError
 from slurmml.registry.registry import Registry
 from slurmml.registry.schema import MIGRATIONS
@@ -220,3 +222,48 @@ def test_a_diverged_run_never_tops_a_min_leaderboard(tmp_path: Path) -> None:
         write(tmp_path / f"{i}.jsonl", {"k": "m", "t": 1, "s": 1, "v": {"loss": loss}})
     registry.ingest()
     assert [r["id"] for r in registry.best("loss", "min")] == ["s1-2", "s1-0"]
+
+
+def test_a_filter_on_a_key_no_run_has_is_an_error_not_an_empty_answer(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = make_registry(tmp_path)
+    registry.add_sweep({"id": "s2", "created": 2.0, "sweep_dir": str(tmp_path), "backend": "slurm"},
+                       [{"id": "s2-0", "job_num": 0, "overrides": [], "spool_path": str(tmp_path / "s2.jsonl")}])
+    for i, lr in enumerate([0.1, 0.01, 0.001]):
+        write(tmp_path / f"{i}.jsonl", start(i, lr), {"k": "m", "t": 1, "s": 5, "v": {"val_acc": 0.5 + i / 10}})
+    write(tmp_path / "s2.jsonl", {"k": "start", "t": 10.0, "config": {"depth": 3}})
+    registry.ingest()
+    # keys some runs have, though none match: an empty answer
+    for where in ("lr>1", "optimizer.lr>1", "val_acc>2", "model=cnn", "job_num>9", "depth>5"):
+        assert registry.runs(where=[where]) == [], where
+    with pytest.raises(SlurmmlError, match=r"^filter 'nosuchkey>1': no run has a config key, metric or column "
+                                           r"'nosuchkey'$"):
+        registry.runs(where=["lr<1", "nosuchkey>1"])
+    with pytest.raises(SlurmmlError, match=r"^filter 'depth>1': no run in sweep s1 has a config key, metric"):
+        registry.runs(sweep="s1", where=["depth>1"])  # only s2's run has it
+    assert [r["id"] for r in registry.runs(sweep="s2", where=["depth>1"])] == ["s2-0"]
+    registry.close()
+
+    monkeypatch.setenv("SLURMML_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["runs", "--where", "nosuchkey>1"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "slurmml: filter 'nosuchkey>1': no run has a config key, metric or column 'nosuchkey'\n"
+
+
+def test_an_underscore_or_percent_in_a_key_is_a_letter_not_a_wildcard(tmp_path: Path) -> None:
+    from slurmml.registry import browse
+
+    registry = make_registry(tmp_path, runs=2)
+    write(tmp_path / "0.jsonl", {"k": "start", "t": 10.0, "config": {"model": {"valXloss": 1, "lr": 0.1, "a%b": 2}}})
+    write(tmp_path / "1.jsonl", {"k": "start", "t": 10.0, "config": {"model": {"val_loss": 1, "lr": 0.2}}},
+          {"k": "m", "t": 11.0, "s": 0, "v": {"acc": 0.5}})
+    write(tmp_path / "0.jsonl", {"k": "m", "t": 11.0, "s": 0, "v": {"acc": 0.7}})
+    registry.ingest()
+    assert [r["id"] for r in registry.runs(where=["val_loss=1"])] == ["s1-1"]  # `_` does not match the `X`
+    assert [r["id"] for r in registry.runs(where=["lr>0"])] == ["s1-0", "s1-1"]  # a dotted suffix still matches
+    with pytest.raises(SlurmmlError, match=r"^filter 'a_b=2': no run has a config key, metric or column 'a_b'$"):
+        registry.runs(where=["a_b=2"])  # `model.a%b` is no `a_b`
+    assert browse.config_key_exists(registry.conn, "val_loss") and not browse.config_key_exists(registry.conn, "a_b")
+    assert not browse.config_key_exists(registry.conn, "l%s")
+    grouped = browse.leaderboard(registry.conn, "acc", "max", group_key="val_loss")
+    assert [(row["id"], row["group"]) for row in grouped] == [("s1-1", 1)]  # s1-0 has no `val_loss`

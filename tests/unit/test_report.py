@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from slurmml.cli import main
 from slurmml.cli_report import report as report_command
+from slurmml.errors import SlurmmlError
 from slurmml.registry.registry import Registry
 from slurmml.report import (
     Inputs,
@@ -21,10 +23,9 @@ from slurmml.report import (
     distinguishing_labels,
     failure_cause,
     parse_when,
-    pick_metric,
     reconcile_state,
 )
-from slurmml.report_html import histogram_counts, nice_ticks, render_html
+from slurmml.report_html import histogram_counts, nice_ticks, render_html, write_html
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report
 from slurmml.tracking.spool import encode
 
@@ -200,17 +201,16 @@ def test_gpu_hours_by_state(registry: Registry) -> None:
 
 def test_best_runs_with_curves_and_distinguishing_labels(registry: Registry) -> None:
     report = build_report(registry, metric="val_acc", mode="max", now=START + 200)
-    assert [b.run_id for b in report.best] == ["s1-1", "s1-2", "s1-0", "s1-4", "s1-3"]
-    assert [b.label for b in report.best] == ["lr=0.01", "lr=0.001", "lr=0.1", "lr=0.03", "lr=0.3"]
+    assert [b.run_id for b in report.best] == ["s1-1", "s1-2", "s1-0"]  # s1-4 CANCELLED, s1-3 TIMEOUT: not best
+    assert [b.label for b in report.best] == ["lr=0.01", "lr=0.001", "lr=0.1"]
     assert len(report.best[0].curve) == 11 and report.best[0].curve[-1] == (10, pytest.approx(0.90))
     lowest = build_report(registry, metric="val_acc", mode="min", now=START + 200)
-    assert lowest.best[0].run_id == "s1-3"
+    assert lowest.best[0].run_id == "s1-0"  # the lowest val_acc of the runs that did not fail
 
 
 def test_metric_is_picked_when_not_given(registry: Registry) -> None:
     report = build_report(registry, metric=None, now=START + 200)
     assert (report.metric, report.mode, report.metric_picked) == ("val_acc", "max", True)
-    assert pick_metric({"loss": 6, "val_loss": 2}) == "val_loss"
     assert build_report(registry, metric="loss", mode=None, now=START + 200).mode == "min"
 
 
@@ -296,7 +296,7 @@ def test_cli_json(home: Path) -> None:
     assert data["best"][0]["run_id"] == "s1-1" and len(data["best"][0]["curve"]) == 11
     assert {f["cause"] for f in data["failures"]} >= {"TIMEOUT", "CANCELLED"}
     assert "2 of 12 Slurm runs have no accounting record yet" in result.stderr
-    assert "slurmml watch" in result.stderr
+    assert "until sacct has answered" in result.stderr
 
 
 def test_cli_csv_has_one_row_per_run(home: Path) -> None:
@@ -317,7 +317,8 @@ def test_cli_warns_once_when_no_accounting_at_all(tmp_path: Path, monkeypatch: p
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warnings == ["slurmml: warning: these runs have no accounting record yet: their figures come from the "
-                        "runs' own records until `slurmml watch` (the poller) has run"]
+                        "runs' own records until sacct has answered (at most once a minute, for every slurmml "
+                        "command)"]
     assert "per sweep" in result.stdout and "s1-0*" in result.stdout
 
 
@@ -364,3 +365,54 @@ def test_report_modules_import_nothing_heavy() -> None:
             "print('\\n'.join(sys.modules))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert loaded & {"rich", "hydra", "submitit", "torch", "textual", "boto3", "pynvml", "sqlite3"} == set()
+
+
+def _main(args: list[str]):
+    return CliRunner().invoke(main, args)
+
+
+def test_cli_html_into_a_missing_folder_is_one_line(home: Path) -> None:
+    result = _main(["report", "--html", "/no/such/dir/x.html"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "slurmml: cannot write the report to /no/such/dir/x.html: folder /no/such/dir does not exist\n"
+    assert not Path("/no/such/dir").exists()
+    (home / "a-file").write_text("")
+    with pytest.raises(SlurmmlError, match=r"^cannot write the report to .*a-file/x.html: Not a directory$"):
+        write_html(build_report(make_registry(home / "a"), now=START), home / "a-file" / "x.html")
+
+
+def test_cli_report_of_an_unknown_sweep_says_so_as_status_does(home: Path) -> None:
+    report = _main(["report", "--sweep", "nope"])
+    status = _main(["status", "nope"])
+    assert report.exit_code == status.exit_code == 1 and report.stdout == ""
+    assert report.stderr == status.stderr == \
+        f"slurmml: no sweep 'nope': not a sweep directory, and no sweep with that id in {home}\n"
+    assert _main(["runs", "--sweep", "nope"]).stderr == report.stderr
+
+
+def test_a_job_too_short_for_slurms_memory_sampling_uses_the_runs_own_peak(tmp_path: Path) -> None:
+    """96_0 ran 2 s: sacct recorded no MaxRSS (JobAcctGatherFrequency is longer); its end record has the peak."""
+    registry = Registry(tmp_path / "registry.db")
+    runs = {"m-0": (["x=0"], "96_0"), "m-1": (["x=1"], "4694")}
+    registry.add_sweep({"id": "m", "created": START, "argv": [], "sweep_dir": str(tmp_path), "backend": "slurm"},
+                       [{"id": run_id, "job_num": i, "overrides": spec[0], "spool_path": str(tmp_path / f"{run_id}.jsonl")}
+                        for i, (run_id, spec) in enumerate(runs.items())])
+    registry.mark_queued({run_id: (spec[1], f"/logs/{run_id}.out") for run_id, spec in runs.items()})
+    for run_id in runs:
+        _write(tmp_path / f"{run_id}.jsonl", {"k": "start", "t": START + 1},
+               {"k": "end", "t": START + 3, "state": "COMPLETED", "exit_code": 0, "max_rss_mb": 64.0})
+    registry.ingest()
+    text = (DATA / "sacct_report.txt").read_text() + (DATA / "sacct_report_mixed.txt").read_text()
+    registry.store_job_records(parse_sacct_report(text, FIELDS_22_05, updated=START + 100))
+    rows = runs_by_id(build_report(registry, sweep="m"))
+    assert (rows["m-0"].max_rss_mb, rows["m-0"].mem_eff) == (64.0, 0.25)  # of the 256 MB Slurm gave it
+    assert rows["m-1"].max_rss_mb == pytest.approx(219684 / 1024)  # sacct's sample wins where there is one
+
+
+def test_an_ended_run_with_only_squeues_last_look_is_unaccounted_and_shows_no_live_state(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path)
+    registry.store_job_records([JobRecord(job_id="4694", state="RUNNING", source="squeue", updated=START + 20)])
+    report = build_report(registry, sweep="s1")
+    row = runs_by_id(report)["s1-0"]
+    assert (row.state, row.slurm_state, row.cpu_eff) == ("COMPLETED", None, None)  # never RUNNING once ended
+    assert "s1-0" in report.unaccounted

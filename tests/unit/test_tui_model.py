@@ -9,7 +9,7 @@ import pytest
 
 from tui.model import (ACTIVE_STATES, Column, FilterQuery, GroupLine, RunRow, apply_filter, cell_text, columns_for,
                        differing_keys, distinguishing_overrides, format_age, format_duration, format_number,
-                       group_by_sweep, metric_mode, parse_filter_text, sort_rows, state_counts)
+                       group_by_sweep, parse_filter_text, sort_rows, state_counts)
 from tui.source import LogTail, log_paths
 
 NOW = 1_000_000.0
@@ -17,16 +17,6 @@ NOW = 1_000_000.0
 
 def row(run_id: str, state: str = "COMPLETED", sweep: str = "s1", job_num: int | None = 0, **fields) -> RunRow:
     return RunRow(run_id, sweep, job_num, state, **fields)
-
-
-# -- metric_mode ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, mode", [
-    ("loss", "min"), ("val_loss", "min"), ("train/Loss", "min"), ("error_rate", "min"), ("val_mse", "min"),
-    ("perplexity", "min"), ("step_time", "min"), ("wer", "min"),
-    ("acc", "max"), ("val_acc", "max"), ("accuracy", "max"), ("score", "max"), ("f1", "max"), ("lr", "max"),
-])
-def test_metric_mode(name: str, mode: str) -> None:
-    assert metric_mode(name) == mode
 
 
 # -- RunRow ----------------------------------------------------------------------------------------------
