@@ -11,6 +11,7 @@ import click
 
 from slurmml import __version__
 from slurmml.errors import SlurmmlError
+from slurmml.tables import Column
 
 
 class _Group(click.Group):
@@ -24,33 +25,20 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
-def _emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[str], title: str = "") -> None:
+def _emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[Any], title: str = "") -> None:
+    """Rows as JSON, CSV (every column) or a table fitted to the terminal (columns: names or tables.Column)."""
+    from slurmml.tables import print_table
+
     columns = list(columns)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif as_csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        keys = [c.key if isinstance(c, Column) else c for c in columns]
+        writer = csv.DictWriter(sys.stdout, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title or None)
-        for number, column in enumerate(columns):
-            table.add_column(column, no_wrap=number == 0)  # ids are for copying: keep them whole
-        for row in rows:
-            table.add_row(*(_cell(row.get(c)) for c in columns))
-        Console().print(table)
-
-
-def _cell(value: Any) -> str:
-    """Table cells: short numbers, blanks for unknown (JSON and CSV keep full values)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        print_table(columns, rows, title)
 
 
 @click.group(cls=_Group)
@@ -125,8 +113,9 @@ def info(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
-        for key, value in facts.items():
-            click.echo(f"{key:>10}: {value}")
+        from slurmml.tables import print_fields
+
+        print_fields(facts.items())
 
 
 @main.command()
@@ -135,20 +124,22 @@ def info(as_json: bool) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def status(sweep: str, as_json: bool, as_csv: bool) -> None:
     """Where each task of SWEEP (a sweep id or directory) stands, as the shared poller last saw it."""
-    from slurmml.poller import Poller
     from slurmml.sweeps import counts, resolve_sweep, sweep_record
+    from slurmml.tables import print_text
 
-    registry = _registry()
-    Poller(registry).poll()  # one round, if the shared schedule allows a Slurm call now
-    columns = ["sweep_id", "job_num", "slurm_job_id", "state", "error", "log_path"]
+    state_dirs = resolve_sweep(sweep)
+    registry = _registry([sweep_record(state_dir)["sweep_id"] for state_dir in state_dirs])
+    columns = ["sweep_id", Column("job_num", "#"), Column("slurm_job_id", "job", priority=3), "state",
+               Column("error", priority=1, wrap=True), Column("log_path", "log", priority=2, wrap=True)]
     all_rows: list[dict] = []
-    for state_dir in resolve_sweep(sweep):
+    for state_dir in state_dirs:
         record = sweep_record(state_dir)
         rows = [{**row, "error": _last_line(row["error"])} for row in registry.runs(sweep=record["sweep_id"])]
         all_rows.extend(rows)
         if not (as_json or as_csv):
             tally = "  ".join(f"{state}={n}" for state, n in counts(rows).items())
-            _emit(rows, False, False, columns[1:], f"sweep {record['sweep_id']}  {record['dir']}  {tally}")
+            print_text(f"sweep {record['sweep_id']}  {record['dir']}  {tally}")
+            _emit(rows, False, False, columns[1:])
     if as_json or as_csv:
         _emit(all_rows, as_json, as_csv, columns)
 
@@ -158,15 +149,18 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def _registry() -> Any:
-    """The registry, with every run's new spool records ingested first (so every view reads the same state)."""
+def _registry(sweep_ids: Iterable[str | None] = (), run_ids: Iterable[str] = ()) -> Any:
+    """The registry, with every run's new spool records ingested first (so every view reads the same state),
+    then one round of the shared poller (slurmml.poller.catch_up) for the runs the command shows."""
     from slurmml.home import slurmml_home
+    from slurmml.poller import catch_up
     from slurmml.registry.registry import Registry
 
     registry = Registry(create=False)
     report = registry.refresh(local_runs_dir=slurmml_home() / "runs")
     for problem in report.problems:
         click.echo(f"slurmml: warning: {problem}", err=True)
+    catch_up(registry, [s for s in sweep_ids if s], run_ids)
     return registry
 
 
@@ -176,52 +170,73 @@ def _registry() -> Any:
 def sweeps(as_json: bool, as_csv: bool) -> None:
     """Every sweep in the registry, with its run counts."""
     rows = _registry().sweeps()
-    _emit(rows, as_json, as_csv, ["id", "name", "backend", "runs", "completed", "failed", "sweep_dir"])
+    _emit(rows, as_json, as_csv, ["id", Column("name", priority=1, wrap=True), Column("backend", priority=3), "runs",
+                                  "completed", "failed", "active", Column("sweep_dir", priority=2, wrap=True)])
 
 
 @main.command()
 @click.option("--sweep", help="Only this sweep's runs.")
 @click.option("--where", "where", multiple=True, help="Filter, e.g. 'lr<0.01', 'model=mlp', 'val_acc>0.9' (repeatable).")
-@click.option("--sort", help="Sort key, '-' for descending: '-val_acc', 'job_num'.")
+@click.option("--sort", help="Sort key: a metric or 'result' best first, other keys ascending; '-'/'+' for "
+                             "descending/ascending: 'val_loss', '-val_acc', 'job_num'.")
 @click.option("--limit", type=int, help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
-    """Runs with their state and the last value of each logged metric."""
+    """Runs with their state, their result (the task's numeric return value) and the last value of each logged
+    metric."""
     from slurmml.registry.registry import RUN_FIELDS
+    from slurmml.sweeps import unknown_sweep
 
-    rows = _registry().runs(sweep=sweep, where=where, sort=sort, limit=limit)
+    registry = _registry([sweep])
+    if sweep and not registry.has_sweep(sweep):
+        raise unknown_sweep(sweep)
+    rows = registry.runs(sweep=sweep, where=where, sort=sort, limit=limit)
     metrics = sorted({k for row in rows for k in row} - set(RUN_FIELDS))
-    _emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *metrics])
+    if any(row["result"] is not None for row in rows):
+        metrics.insert(0, "result")
+    sorted_by = (sort or "").lstrip("+-")  # the metric runs are sorted by stays when others are hidden
+    _emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *(Column(m, priority=1 if m == sorted_by else 4) for m in metrics)])
 
 
-_RUN_COLUMNS = ["id", "state", "slurm_job_id", "overrides"]
-
+# what narrow terminals hide first: the Slurm job id, then metrics (but the sorted one), then overrides
+_RUN_COLUMNS = ["id", "state", Column("slurm_job_id", "job", priority=5), Column("overrides", priority=2, wrap=True)]
 
 
 @main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(run_id: str, as_json: bool) -> None:
-    """Everything recorded about one run: config, overrides, Slurm facts, state history, metric summaries."""
-    run = _registry().run(run_id)
+    """Everything recorded about one run: config, overrides, result, Slurm facts, state history, metric summaries
+    (with each metric's best: slurmml.ranking), logged params."""
+    from slurmml.ranking import metric_mode
+
+    run = _registry(run_ids=[run_id]).run(run_id)
+    for name, summary in run["metrics"].items():
+        summary["best"] = summary["min"] if metric_mode(name, run["direction"]) == "min" else summary["max"]
     if as_json:
         click.echo(json.dumps(run, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.pretty import Pretty
 
-    console = Console()
-    for key in ("id", "sweep_id", "job_num", "state", "exit_code", "error", "slurm_job_id", "host", "run_dir",
-                "log_path", "restarts"):
-        console.print(f"[bold]{key:>12}[/]: {run.get(key)}")
-    console.print(f"[bold]{'overrides':>12}[/]: {' '.join(run.get('overrides') or [])}")
-    console.print(f"[bold]{'states':>12}[/]: " + " -> ".join(s["state"] for s in run["states"]))
+    from slurmml.states import state_path
+    from slurmml.tables import console, print_fields
+
+    out = console()
+    fields = [(key, run.get(key)) for key in ("id", "sweep_id", "job_num", "state", "exit_code", "result", "error",
+                                               "slurm_job_id", "host", "run_dir", "log_path", "restarts")]
+    fields += [("overrides", " ".join(run.get("overrides") or [])),
+               ("states", state_path(run["states"]))]
+    print_fields(fields, out)
     if run["metrics"]:
         _emit([{"metric": name, **summary} for name, summary in run["metrics"].items()], False, False,
-              ["metric", "last", "last_step", "min", "max", "count"], "metrics")
+              ["metric", "last", Column("best", priority=1), Column("last_step", "step", priority=2),
+               Column("min", priority=2), Column("max", priority=2), Column("count", priority=3)], "metrics")
+    if run["params"]:
+        _emit([{"param": key, "value": value if isinstance(value, str) else json.dumps(value)}
+               for key, value in run["params"].items()], False, False, ["param", Column("value", wrap=True)], "params")
     if run.get("config"):
-        console.print(Pretty(run["config"]))
+        out.print(Pretty(run["config"]))  # a repr, not markup
 
 
 _add_commands()

@@ -10,10 +10,11 @@ import click
 @click.option("--since", help="Runs created at or after this time: 2026-11-01, 2026-11-01T10:30, or 7d / 12h ago.")
 @click.option("--until", help="Runs created before this time (same forms as --since).")
 @click.option("--user", help="Only runs of sweeps launched by this user.")
-@click.option("--metric", help="Rank runs by the last value of this metric (default: the validation metric most "
-                               "runs logged).")
-@click.option("--mode", type=click.Choice(["max", "min"]), help="Higher or lower is better (default: min for "
-                                                                   "loss/error-like names, else max).")
+@click.option("--metric", help="Rank runs by the last value of this metric, or by `result` (default: the result "
+                               "when runs returned one, else the validation metric most runs logged).")
+@click.option("--mode", type=click.Choice(["max", "min"]), help="Higher or lower is better (default: the direction "
+                                                                   "the sweep declared for its result, else from the "
+                                                                   "metric's name: min for loss/error-like names).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per run.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True),
@@ -23,18 +24,26 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
     """Per run and per sweep: elapsed, CPU/memory/time efficiency, GPU-hours and GPU use, failures by cause,
     and the best runs by a metric.
 
-    Reads the registry only: Slurm's figures are what the poller (`slurmml watch`) last cached.
+    Slurm's figures are sacct's, cached in the registry by the shared poller; runs that lack them are asked
+    for first, when the poller's schedule allows a call.
     """
     import json
+    from pathlib import Path
 
     from slurmml.cli import _emit, _registry
     from slurmml.errors import SlurmmlError
     from slurmml.report import build_report, run_records
+    from slurmml.sweeps import unknown_sweep
 
     if sum([as_json, as_csv, html_path is not None]) > 1:
         raise SlurmmlError("choose one of --json, --csv and --html")
-    registry = _registry()
+    if html_path is not None and not Path(html_path).absolute().parent.is_dir():  # say so before any work
+        raise SlurmmlError(f"cannot write the report to {html_path}: folder {Path(html_path).absolute().parent} "
+                           f"does not exist")
+    registry = _registry([sweep])
     try:
+        if sweep and not registry.has_sweep(sweep):
+            raise unknown_sweep(sweep)
         result = build_report(registry, sweep=sweep, since=since, until=until, user=user, metric=metric, mode=mode)
     finally:
         registry.close()
@@ -43,7 +52,7 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
         scope = "these runs have" if len(result.unaccounted) == slurm_runs else \
             f"{len(result.unaccounted)} of {slurm_runs} Slurm runs have"
         click.echo(f"slurmml: warning: {scope} no accounting record yet: their figures come from the runs' own "
-                   f"records until `slurmml watch` (the poller) has run", err=True)
+                   f"records until sacct has answered (at most once a minute, for every slurmml command)", err=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif as_csv:
@@ -60,9 +69,9 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
 
 
 def _run_columns(result) -> list[str]:
-    from slurmml.report import RUN_COLUMNS
+    from slurmml.report import RESULT, RUN_COLUMNS
 
-    return [c for c in RUN_COLUMNS if c != "metric"] + ([result.metric] if result.metric else [])
+    return [c for c in RUN_COLUMNS if c != "metric"] + ([result.metric] if result.metric not in (None, RESULT) else [])
 
 
 def _pct(value) -> str:
@@ -84,60 +93,80 @@ def _number(value) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
-def _table(title: str, columns: list[str], rows: list[list], wrap: tuple[str, ...] = ()) -> None:
-    """A compact Rich table: numbers right-aligned, only the `wrap` columns may fold."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+def _table(title: str, spec: list, items: list, out) -> None:
+    """spec: (tables.Column, the cell of one item) pairs; a narrow terminal hides the higher priorities first."""
+    from slurmml.tables import print_table
 
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                  show_edge=False, title_justify="left", title_style="bold")
-    for number, column in enumerate(columns):
-        numeric = rows and all(isinstance(row[number], (int, float)) or str(row[number]).rstrip("%").replace(
-            ".", "", 1).replace(":", "").isdigit() or row[number] in ("", "-") for row in rows)
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column not in wrap,
-                         overflow="fold" if column in wrap else "ellipsis", min_width=12 if column in wrap else None)
-    for row in rows:
-        table.add_row(*(str(value) for value in row))
-    Console().print(table)
+    print_table([column for column, _ in spec], [{column.key: get(item) for column, get in spec} for item in items],
+                title, out)
 
 
 def _print_tables(result, emit=None) -> None:
+    from slurmml.report import RESULT
+    from slurmml.tables import GLUE, Column, console, print_text
+
+    out = console()
     totals = result.totals
-    click.echo(f"{totals.runs} runs: {totals.completed} completed, {totals.failed} failed, {totals.active} active; "
+    print_text(f"{totals.runs} runs: {totals.completed} completed, {totals.failed} failed, {totals.active} active; "
                f"CPU eff {_pct(totals.cpu_eff) or '-'}, mem eff {_pct(totals.mem_eff) or '-'}, "
                f"time eff {_pct(totals.time_eff) or '-'}; {_hours(totals.gpu_hours)} GPU-hours "
-               f"({_hours(totals.gpu_hours_failed)} on failed runs, {_hours(totals.gpu_hours_idle)} on idle GPUs)")
+               f"({_hours(totals.gpu_hours_failed)} on failed runs, {_hours(totals.gpu_hours_idle)} on idle GPUs)", out)
     if not result.runs:
         return
-    metric = [result.metric] if result.metric else []
-    _table("per sweep (GPU-hours in all, on failed runs, on idle GPUs)",
-           ["sweep", "runs", "done", "failed", "active", "elapsed", "CPU", "mem", "time", "GPU-h", "failed", "idle",
-            *(["best"] if metric else [])],
-           [[s.sweep_id, s.runs, s.completed, s.failed, s.active, _elapsed(s.elapsed_s), _pct(s.cpu_eff),
-             _pct(s.mem_eff), _pct(s.time_eff), _hours(s.gpu_hours), _hours(s.gpu_hours_failed),
-             _hours(s.gpu_hours_idle), *([_number(s.best_value)] if metric else [])] for s in result.sweeps])
+    ranked = bool(result.metric)
+    _table("per sweep", [
+        (Column("sweep"), lambda s: s.sweep_id),
+        (Column("runs"), lambda s: s.runs),
+        (Column("done"), lambda s: s.completed),
+        (Column("failed"), lambda s: s.failed),
+        (Column("active", priority=1), lambda s: s.active),
+        (Column("elapsed", priority=3), lambda s: _elapsed(s.elapsed_s)),
+        (Column("CPU", priority=4), lambda s: _pct(s.cpu_eff)),
+        (Column("mem", priority=4), lambda s: _pct(s.mem_eff)),
+        (Column("time", priority=5), lambda s: _pct(s.time_eff)),
+        (Column("GPU-h", priority=4), lambda s: _hours(s.gpu_hours)),
+        (Column("gpu_failed", "failed GPU-h", priority=6), lambda s: _hours(s.gpu_hours_failed)),
+        (Column("gpu_idle", "idle GPU-h", priority=6), lambda s: _hours(s.gpu_hours_idle)),
+        *([(Column("best", priority=2), lambda s: _number(s.best_value))] if ranked else []),
+    ], result.sweeps, out)
+    unaccounted = set(result.unaccounted)
     if len(result.runs) <= 100:
-        _table("per run (* = no accounting record yet)" if result.unaccounted else "per run",
-               ["run", "state", "job", "elapsed", "CPU", "mem", "time", "GPUs", "GPU-h", "util", *metric,
-                "overrides"],
-               [[r.run_id + ("*" if r.accounting == "registry" else ""), r.state, r.slurm_job_id or "",
-                 _elapsed(r.elapsed_s), _pct(r.cpu_eff), _pct(r.mem_eff), _pct(r.time_eff), r.alloc_gpus or "",
-                 _hours(r.gpu_hours) if r.alloc_gpus else "", "" if r.gpu_util is None else f"{r.gpu_util:.0f}%",
-                 *([_number(r.metric)] if metric else []), " ".join(r.overrides)] for r in result.runs],
-               wrap=("overrides",))
+        _table("per run (* = no accounting record yet)" if result.unaccounted else "per run", [
+            (Column("run"), lambda r: r.run_id + ("*" if r.run_id in unaccounted else "")),
+            (Column("state"), lambda r: r.state),
+            (Column("job", priority=6), lambda r: r.slurm_job_id),
+            (Column("elapsed", priority=3), lambda r: _elapsed(r.elapsed_s)),
+            (Column("CPU", priority=4), lambda r: _pct(r.cpu_eff)),
+            (Column("mem", priority=4), lambda r: _pct(r.mem_eff)),
+            (Column("time", priority=5), lambda r: _pct(r.time_eff)),
+            (Column("GPUs", priority=7), lambda r: r.alloc_gpus or ""),
+            (Column("GPU-h", priority=5), lambda r: _hours(r.gpu_hours) if r.alloc_gpus else ""),
+            (Column("util", priority=6), lambda r: "" if r.gpu_util is None else f"{r.gpu_util:.0f}%"),
+            *([(Column("metric", result.metric, priority=1), lambda r: _number(r.metric))] if ranked else []),
+            *([(Column("result", priority=1), lambda r: _number(r.result))]
+              if result.metric != RESULT and any(r.result is not None for r in result.runs) else []),
+            (Column("overrides", priority=2, wrap=True), lambda r: " ".join(r.overrides)),
+        ], result.runs, out)
     else:
-        click.echo(f"({len(result.runs)} runs: per-run figures with --csv or --json)")
+        print_text(f"({len(result.runs)} runs: per-run figures with --csv or --json)", out)
     if result.failures:
-        _table("failures by cause", ["cause", "runs", "GPU-h", "example", "run ids"],
-               [[g.cause, g.count, _hours(g.gpu_hours), g.example,
-                 " ".join(g.runs[:5]) + (" ..." if len(g.runs) > 5 else "")] for g in result.failures],
-               wrap=("cause", "example", "run ids"))
+        _table("failures by cause", [
+            (Column("cause", wrap=True), lambda g: g.cause),
+            (Column("runs"), lambda g: g.count),
+            (Column("GPU-h", priority=3), lambda g: _hours(g.gpu_hours)),
+            (Column("example", priority=1, wrap=True), lambda g: g.example),
+            (Column("run ids", priority=2, wrap=True),
+             lambda g: " ".join(g.runs[:5]) + (" ..." if len(g.runs) > 5 else "")),
+        ], result.failures, out)
     if result.gpu_hours_by_state:
-        click.echo("GPU-hours by state: " + ", ".join(f"{state} {_hours(h)}"
-                                                      for state, h in result.gpu_hours_by_state.items()))
+        print_text("GPU-hours by state: " + ", ".join(f"{state}{GLUE}{_hours(h)}"
+                                                      for state, h in result.gpu_hours_by_state.items()), out)
     if result.best:
         picked = " (picked automatically; --metric to choose)" if result.metric_picked else ""
-        _table(f"best runs by {result.metric} ({result.mode}){picked}", ["#", "run", result.metric, "state", "differs by"],
-               [[i + 1, b.run_id, _number(b.value), b.state, b.label] for i, b in enumerate(result.best)],
-               wrap=("differs by",))
+        _table(f"best runs by {result.metric} ({result.mode}){picked}", [
+            (Column("#"), lambda ib: ib[0] + 1),
+            (Column("run"), lambda ib: ib[1].run_id),
+            (Column("value", result.metric), lambda ib: _number(ib[1].value)),
+            (Column("state"), lambda ib: ib[1].state),
+            (Column("differs by", priority=1, wrap=True), lambda ib: ib[1].label),
+        ], list(enumerate(result.best)), out)

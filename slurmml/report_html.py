@@ -535,5 +535,10 @@ def render_html(report: Report) -> str:
 def write_html(report: Report, path: Any) -> None:
     from pathlib import Path
 
-    Path(path).write_text(render_html(report), encoding="utf-8")
+    from slurmml.errors import SlurmmlError
+
+    try:
+        Path(path).write_text(render_html(report), encoding="utf-8")
+    except OSError as error:
+        raise SlurmmlError(f"cannot write the report to {path}: {error.strerror or error}") from None
 
