@@ -23,9 +23,9 @@ def tui(sweep: str | None, read_only: bool, interval: float, refresh: float) -> 
 
     source = RegistrySource.open(poll_interval_s=interval)
     if sweep and not source.registry.conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep,)).fetchone():
-        from slurmml.errors import SlurmmlError
+        from slurmml.sweeps import unknown_sweep
 
-        raise SlurmmlError(f"no sweep {sweep!r} in {source.registry.path} (slurmml sweeps lists them)")
+        raise unknown_sweep(sweep)
     app = SlurmmlApp(source, None if read_only else RunActions(source), read_only=read_only,
                      refresh_s=max(0.5, refresh), sweep=sweep)
     app.run()

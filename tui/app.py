@@ -1,7 +1,7 @@
 """`slurmml tui`: the app that ties the screens to the data source and to the run actions.
 
 The app is built from injected parts (source, actions, clock) so tests and benchmarks can drive it.
-All registry, file and Slurm work runs in thread workers; the UI thread only filters and draws.
+All registry, file and Slurm work runs in thread workers (tui.workers); the UI thread only filters and draws.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
 from tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
 from tui.model import ACTIVE_STATES, RunRow
 from tui.runs_screen import RunsScreen
-from tui.source import RefreshOutcome, RegistrySource, Snapshot
+from tui.source import RegistrySource, Snapshot
+from tui.workers import background, deliver, failure_note
 
 REFRESH_S = 2.0  # registry reads; Slurm itself is asked at the shared poller's pace (10 s by default)
 SHOW_IN_QUESTION = 8
@@ -62,41 +63,38 @@ class SlurmmlApp(App):
         return self.screen_stack[0]  # type: ignore[return-value]
 
     def on_mount(self) -> None:
-        self.load_snapshot()
+        self.load_snapshot(self.runs_screen)
         if self.refresh_s > 0:
             self.set_interval(self.refresh_s, self.refresh_now)
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every worker's failure ends here (tui.workers): a notification, and the app goes on."""
+        if event.state == WorkerState.ERROR:
+            self.notify(failure_note(event.worker), severity="error", timeout=10, markup=False)
+
     # -- data ------------------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="snapshot")
-    def load_snapshot(self) -> None:
+    @background("reading the registry", group="snapshot", exclusive=True)
+    def load_snapshot(self, screen: RunsScreen) -> None:
         """The first paint reads the registry as it is; ingest and Slurm come after, in refresh_now."""
-        snapshot = self.source.snapshot()
-        self.call_from_thread(self._show_snapshot, snapshot)
+        deliver(screen, self._first_snapshot, screen, self.source.snapshot())
+
+    def _first_snapshot(self, screen: RunsScreen, snapshot: Snapshot) -> None:
+        screen.show_snapshot(snapshot)
         self.refresh_now()
 
     def refresh_now(self) -> None:
         if not self._refreshing:
             self._refreshing = True
-            self._refresh()
+            self._refresh(self.runs_screen)
 
-    @work(thread=True, group="refresh")
-    def _refresh(self) -> None:
+    @background("refresh", group="refresh")
+    def _refresh(self, screen: RunsScreen) -> None:
         try:
             outcome = self.source.refresh()
             snapshot = self.source.snapshot() if outcome.changed else None
         finally:
             self._refreshing = False
-        self.call_from_thread(self._refreshed, outcome, snapshot)
-
-    def _show_snapshot(self, snapshot: Snapshot) -> None:
-        self.runs_screen.show_snapshot(snapshot)
-
-    def _refreshed(self, outcome: RefreshOutcome, snapshot: Optional[Snapshot]) -> None:
-        if snapshot is not None:
-            self.runs_screen.show_snapshot(snapshot)
-        self.runs_screen.show_slurm_age(outcome.slurm_checked_at)
-        for problem in outcome.problems:
-            self.notify(problem, severity="warning", timeout=8)
+        deliver(screen, screen.refreshed, outcome, snapshot)
 
     # -- screens ---------------------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -155,23 +153,24 @@ class SlurmmlApp(App):
         question = f"{verb} {len(rows)} run{'s' if len(rows) > 1 else ''}?\n{listed}{more}"
         self.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)
 
-    @work(thread=True, group="actions")
+    @background("cancel or requeue", group="actions")
     def _act(self, action: str, run_ids: list[str]) -> None:
         act = self.actions.cancel if action == "cancel" else self.actions.requeue
         for run_id in run_ids:
             result = act(run_id)
-            self.call_from_thread(self._record, action, run_id, result.ok, result.message)
-        self.call_from_thread(self.refresh_now)
+            deliver(self, self._record, action, run_id, result.ok, result.message)
+        deliver(self, self.refresh_now)
 
     def clone_run(self, row: RunRow) -> None:
         if self._allowed("clone", [row]):
             self._edit_clone(row.run_id)
 
-    @work(thread=True, group="actions")
+    @background("clone", group="actions")
     def _edit_clone(self, run_id: str) -> None:
-        overrides = self.actions.overrides(run_id)
-        self.call_from_thread(self.push_screen, CloneScreen(run_id, shlex.join(overrides)),
-                              lambda text: self._submit_clone(run_id, text))
+        deliver(self, self._show_clone_editor, run_id, self.actions.overrides(run_id))
+
+    def _show_clone_editor(self, run_id: str, overrides: list[str]) -> None:
+        self.push_screen(CloneScreen(run_id, shlex.join(overrides)), lambda text: self._submit_clone(run_id, text))
 
     def _submit_clone(self, run_id: str, text: Optional[str]) -> None:
         if text is None:
@@ -183,13 +182,13 @@ class SlurmmlApp(App):
             return
         self._clone(run_id, overrides)
 
-    @work(thread=True, group="actions")
+    @background("clone", group="actions")
     def _clone(self, run_id: str, overrides: list[str]) -> None:
-        self.call_from_thread(self.notify, f"cloning {run_id}…")
+        deliver(self, self.notify, f"cloning {run_id}…", markup=False)
         result = self.actions.clone(run_id, overrides)
-        self.call_from_thread(self._record, "clone", run_id, result.ok, result.message)
-        self.call_from_thread(self.refresh_now)
+        deliver(self, self._record, "clone", run_id, result.ok, result.message)
+        deliver(self, self.refresh_now)
 
     def _record(self, action: str, run_id: str, ok: bool, message: str) -> None:
         self.action_log.append(ActionRecord(action, run_id, ok, message))
-        self.notify(message, severity="information" if ok else "error", timeout=8)
+        self.notify(message, severity="information" if ok else "error", timeout=8, markup=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from textual import work
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
 from tui.model import differing_keys, distinguishing_overrides
+from tui.workers import background, deliver
 
 MAX_PLOTS = 8
 
@@ -37,7 +38,7 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"compare {len(self.run_ids)} runs", id="title")
-        yield Static("", id="legend")
+        yield Static("", id="legend", markup=False)
         yield VerticalScroll(id="plots")
         yield Label("Config keys that differ", classes="section")
         yield DataTable(id="differences", cursor_type="row", zebra_stripes=True)
@@ -46,7 +47,7 @@ class CompareScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="compare")
+    @background("comparing runs", group="compare", exclusive=True)
     def load(self) -> None:
         source = self.app.source
         runs = [source.run_detail(run_id) for run_id in self.run_ids]
@@ -55,7 +56,7 @@ class CompareScreen(Screen):
             metrics.extend(name for name in run["metrics"] if name not in metrics)
         curves = source.curves(self.run_ids, metrics[:MAX_PLOTS])
         configs = source.configs(self.run_ids)
-        self.app.call_from_thread(self.show, runs, curves, configs)
+        deliver(self, self.show, runs, curves, configs)
 
     def show(self, runs: list[dict[str, Any]], curves: dict[str, dict[str, list[tuple]]],
              configs: list[dict[str, Any]]) -> None:
@@ -78,10 +79,11 @@ class CompareScreen(Screen):
         table = self.query_one("#differences", DataTable)
         table.add_column("key")
         for number, run in enumerate(runs):
-            table.add_column(f"{number + 1}. {run['id']}")
+            table.add_column(Text(f"{number + 1}. {run['id']}"))
         differences = differing_keys(configs)
-        for key, values in differences:
-            table.add_row(key, *("—" if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values))
+        for key, values in differences:  # DataTable reads a str cell as markup: config keys and values are Text
+            table.add_row(Text(key), *(Text("—" if v is None else (v if isinstance(v, str) else json.dumps(v)))
+                                       for v in values))
         if not differences:
             table.add_row("(no differences)", *("" for _ in runs))
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -15,8 +15,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Log, Sparkline, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from tui.model import ACTIVE_STATES, RunRow, format_duration, format_number, metric_mode
-from tui.source import LogTail, log_paths
+from slurmml.ranking import metric_mode
+from tui.model import ACTIVE_STATES, RunRow, format_duration, format_number
+from tui.source import LogTail, first_stream, log_paths, log_sizes
+from tui.workers import background, deliver
 
 LOG_POLL_S = 1.0
 MAX_PLOTS = 12
@@ -56,14 +58,14 @@ def facts_table(run: dict[str, Any]) -> Table:
     if run.get("parent_id"):
         rows.append(("cloned from", run["parent_id"]))
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, Text(value))  # values can hold anything a user or a job wrote: never markup
     return table
 
 
 def history_table(run: dict[str, Any]) -> Table:
     table = Table("time", "state", "source", box=None, padding=(0, 1), header_style="bold")
     for change in run.get("states") or []:
-        table.add_row(_when(change["time"]), change["state"], change["source"] or "")
+        table.add_row(_when(change["time"]), Text(change["state"]), Text(change["source"] or ""))
     return table
 
 
@@ -105,29 +107,29 @@ class RunDetailScreen(Screen):
         super().__init__()
         self.run_id = run_id
         self.run: Optional[dict[str, Any]] = None
-        self.stream = "stderr"
+        self.stream: Optional[str] = None  # chosen when the run is first loaded (tui.source.first_stream)
         self.tail: Optional[LogTail] = None
         self.plots: dict[str, PlotextPlot] = {}
         self.plotted: dict[str, int] = {}  # metric -> point count last plotted
 
     def compose(self) -> ComposeResult:
-        yield Static(f"run {self.run_id}", id="title")
+        yield Static(f"run {self.run_id}", id="title", markup=False)
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"):
                 with VerticalScroll():
                     with Horizontal(id="overview-columns"):
                         with Vertical(id="facts-column"):
                             yield Label("Slurm", classes="section")
-                            yield Static(id="facts")
+                            yield Static(id="facts", markup=False)
                             yield Label("Overrides", classes="section")
-                            yield Static(id="overrides")
+                            yield Static(id="overrides", markup=False)
                             yield Label("State history", classes="section")
-                            yield Static(id="history")
+                            yield Static(id="history", markup=False)
                         with Vertical(id="config-column"):
                             yield Label("Resolved config", classes="section")
-                            yield Static(id="config")
+                            yield Static(id="config", markup=False)
             with TabPane("Logs", id="logs"):
-                yield Static("", id="log-path")
+                yield Static("", id="log-path", markup=False)
                 yield Log(max_lines=5000, id="log")
             with TabPane("Metrics", id="metrics"):
                 yield VerticalScroll(Static("no metrics logged yet", id="no-metrics"), id="plots")
@@ -145,18 +147,18 @@ class RunDetailScreen(Screen):
         self.query_one(TabbedContent).active = tab
 
     # -- loading -------------------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="detail")
+    @background("loading the run", group="detail", exclusive=True)
     def load(self) -> None:
         run = self.app.source.run_detail(self.run_id)
         names = list(run["metrics"])[:MAX_PLOTS]
         curves = self.app.source.curves([self.run_id], names) if names else {}
-        self.app.call_from_thread(self.show_run, run, curves)
+        deliver(self, self.show_run, run, curves, first_stream(run["state"], log_sizes(log_paths(run))))
 
     def reload_if_active(self) -> None:
         if self.run is not None and self.run["state"] in ACTIVE_STATES:
             self.load()
 
-    def show_run(self, run: dict[str, Any], curves: dict[str, dict[str, list[tuple]]]) -> None:
+    def show_run(self, run: dict[str, Any], curves: dict[str, dict[str, list[tuple]]], stream: str) -> None:
         first = self.run is None
         self.run = run
         self.query_one("#title", Static).update(
@@ -169,7 +171,7 @@ class RunDetailScreen(Screen):
         self._show_plots(run, curves)
         self._show_gpu(run["gpu"])
         if first:
-            self._open_stream()
+            self._open_stream(self.stream or stream)
 
     def _show_plots(self, run: dict[str, Any], curves: dict[str, dict[str, list[tuple]]]) -> None:
         panel = self.query_one("#plots", VerticalScroll)
@@ -187,7 +189,7 @@ class RunDetailScreen(Screen):
             plt = plot.plt
             plt.clear_data()
             summary = run["metrics"].get(name, {})
-            best = summary.get("min") if metric_mode(name) == "min" else summary.get("max")
+            best = summary.get("min") if metric_mode(name, run.get("direction")) == "min" else summary.get("max")
             plt.title(f"{name}   last {format_number(summary.get('last'))}   best {format_number(best)}")
             if points:
                 plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points], marker="braille")
@@ -209,28 +211,30 @@ class RunDetailScreen(Screen):
             panel.mount(Sparkline(memory, summary_function=max))
 
     # -- logs ------------------------------------------------------------------------------------------------
-    def _open_stream(self) -> None:
-        paths = log_paths(self.run or {})
-        path = paths[self.stream]
+    def _open_stream(self, stream: str) -> None:
+        self.stream = stream
+        path = log_paths(self.run or {})[stream]
         self.tail = LogTail(path)
-        self.query_one("#log-path", Static).update(f"{self.stream}: {path or '(no log recorded for this run)'}  [e: switch]")
+        self.query_one("#log-path", Static).update(f"{stream}: {path or '(no log recorded for this run)'}  [e: switch]")
         self.query_one("#log", Log).clear()
         self.follow_log()
 
     def action_toggle_stream(self) -> None:
-        self.stream = "stdout" if self.stream == "stderr" else "stderr"
-        if self.run is not None:
-            self._open_stream()
+        other = "stdout" if self.stream == "stderr" else "stderr"
+        if self.run is None:
+            self.stream = other  # the first load opens it
+        else:
+            self._open_stream(other)
         self.action_tab("logs")
 
-    @work(thread=True, exclusive=True, group="log")
+    @background("reading the log", group="log", exclusive=True)
     def follow_log(self) -> None:
         tail = self.tail
         if tail is None:
             return
         text, restarted = tail.read_new()
         if text or restarted:
-            self.app.call_from_thread(self._append_log, tail, text, restarted)
+            deliver(self, self._append_log, tail, text, restarted)
 
     def _append_log(self, tail: LogTail, text: str, restarted: bool) -> None:
         if tail is not self.tail:

@@ -61,7 +61,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question)
+            yield Static(self.question, markup=False)
             with Horizontal():
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
@@ -95,7 +95,7 @@ class CloneScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Clone run {self.run_id}: same code and config, with these overrides")
+            yield Label(f"Clone run {self.run_id}: same code and config, with these overrides", markup=False)
             yield Input(self.overrides, id="overrides")
             yield Static("enter: submit a new run (it records this run as its parent) · esc: cancel", classes="hint")
             with Horizontal():

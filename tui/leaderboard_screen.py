@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from textual import on, work
+from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -12,7 +13,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from slurmml.errors import SlurmmlError
-from tui.model import format_number, metric_mode
+from slurmml.ranking import RESULT, default_metric, shared_direction
+from tui.model import format_number
+from tui.workers import background, deliver
 
 ALL_SWEEPS = "__all__"
 
@@ -35,9 +38,10 @@ class LeaderboardScreen(Screen):
         super().__init__()
         self.sweep = sweep
         self.mode: Optional[str] = None  # None: the metric's usual best end
+        self.shown_mode = "max"  # what the board shows now
 
     def compose(self) -> ComposeResult:
-        yield Static("leaderboard", id="title")
+        yield Static("leaderboard", id="title", markup=False)
         with Horizontal(id="controls"):
             yield Select([], prompt="metric", id="metric", allow_blank=True)
             yield Select([("all sweeps", ALL_SWEEPS)], value=ALL_SWEEPS, id="scope", allow_blank=False)
@@ -48,23 +52,24 @@ class LeaderboardScreen(Screen):
     def on_mount(self) -> None:
         self.load_choices()
 
-    @work(thread=True, exclusive=True, group="leaderboard-choices")
+    @background("loading the leaderboard", group="leaderboard-choices", exclusive=True)
     def load_choices(self) -> None:
         metrics = self.app.source.metric_names()
         sweeps = self.app.source.sweeps()
-        self.app.call_from_thread(self.show_choices, metrics, sweeps)
+        deliver(self, self.show_choices, metrics, sweeps)
 
     def show_choices(self, metrics: list[str], sweeps: list[dict[str, Any]]) -> None:
         scope = self.query_one("#scope", Select)
         scope.set_options([("all sweeps", ALL_SWEEPS)] +
-                          [(f"{s['id']} {s.get('name') or ''}".strip(), s["id"]) for s in reversed(sweeps)])
+                          [(Text(f"{s['id']} {s.get('name') or ''}".strip()), s["id"]) for s in reversed(sweeps)])
         if self.sweep and any(s["id"] == self.sweep for s in sweeps):
             scope.value = self.sweep
         metric = self.query_one("#metric", Select)
-        metric.set_options([(name, name) for name in metrics])
+        metric.set_options([(Text(name), name) for name in metrics])  # a prompt str would be read as markup
         if metrics:
-            preferred = [m for m in metrics if m.startswith("val")] or metrics
-            metric.value = preferred[0]
+            scoped = [s for s in sweeps if s["id"] == scope.value] or sweeps
+            logged = {name: 1 for name in metrics if name != RESULT}
+            metric.value = default_metric(logged, RESULT in metrics, shared_direction(s.get("direction") for s in scoped))
         else:
             self.query_one("#board", DataTable).add_column("no metrics logged yet")
 
@@ -79,9 +84,7 @@ class LeaderboardScreen(Screen):
         self.rank()
 
     def action_toggle_mode(self) -> None:
-        metric = self._metric()
-        current = self.mode or (metric_mode(metric) if metric else "max")
-        self.mode = "min" if current == "max" else "max"
+        self.mode = "min" if (self.mode or self.shown_mode) == "max" else "max"
         self.rank()
 
     def _metric(self) -> Optional[str]:
@@ -94,37 +97,37 @@ class LeaderboardScreen(Screen):
             return
         scope = self.query_one("#scope", Select).value
         group_key = self.query_one("#group-key", Input).value.strip() or None
-        mode = self.mode or metric_mode(metric)
-        self._rank(metric, mode, None if scope in (ALL_SWEEPS, Select.BLANK) else str(scope), group_key)
+        self._rank(metric, self.mode, None if scope in (ALL_SWEEPS, Select.BLANK) else str(scope), group_key)
 
-    @work(thread=True, exclusive=True, group="leaderboard")
-    def _rank(self, metric: str, mode: str, sweep: Optional[str], group_key: Optional[str]) -> None:
+    @background("ranking", group="leaderboard", exclusive=True)
+    def _rank(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str]) -> None:
         try:
-            rows = self.app.source.leaderboard(metric, mode, sweep, group_key)
+            mode, rows = self.app.source.leaderboard(metric, mode, sweep, group_key)
         except SlurmmlError as error:
-            self.app.call_from_thread(self.app.notify, str(error), severity="error")
+            deliver(self, self.app.notify, str(error), severity="error", markup=False)
             return
         empty = "no run has logged it"
         if not rows and group_key and not self.app.source.has_config_key(group_key):
             empty = f"no run has a config key {group_key!r} (nested keys are dotted, e.g. model.name)"
-        self.app.call_from_thread(self.show_board, metric, mode, group_key, rows, empty)
+        deliver(self, self.show_board, metric, mode, group_key, rows, empty)
 
     def show_board(self, metric: str, mode: str, group_key: Optional[str], rows: list[dict[str, Any]],
                    empty: str = "no run has logged it") -> None:
+        self.shown_mode = mode
         self.query_one("#title", Static).update(
             f"leaderboard · {metric} ({'highest' if mode == 'max' else 'lowest'} first, m: flip)"
             + (f" · ranked within each {group_key}" if group_key else ""))
         table = self.query_one("#board", DataTable)
         table.clear(columns=True)
         columns = (["#"] + ([group_key] if group_key else []) + ["run", metric, "step", "state", "overrides"])
-        table.add_columns(*columns)
+        table.add_columns(*map(Text, columns))  # DataTable reads a str as markup: every label and cell is Text
         for row in rows:
             cells = [str(row["rank"])] + ([str(row["group"])] if group_key else [])
             cells += [row["id"], format_number(row["value"]), "" if row["step"] is None else str(row["step"]),
                       row["state"], row["overrides"]]
-            table.add_row(*cells, key=row["id"])
+            table.add_row(*map(Text, cells), key=row["id"])
         if not rows:
-            table.add_row(*([empty if c == "run" else "" for c in columns]))
+            table.add_row(*(Text(empty if c == "run" else "") for c in columns))
 
     @on(DataTable.RowSelected, "#board")
     def open_run(self, event: DataTable.RowSelected) -> None:

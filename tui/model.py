@@ -10,18 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from slurmml.registry.ingest import FINAL_STATES
+from slurmml.states import ACTIVE_STATES, FINAL_STATES
 
-ACTIVE_STATES = ("SUBMITTING", "QUEUED", "RUNNING")
-_LOWER_IS_BETTER = re.compile(r"(loss|err|mse|mae|rmse|perplexity|ppl|nll|wer|cer|regret|time|latency)", re.I)
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")
 _UNFINISHED = re.compile(r"^[A-Za-z_][\w.\-/]*(<=|>=|!=|==|=|<|>|!)$")
-
-
-def metric_mode(name: str) -> str:
-    """'min' for losses and errors, 'max' otherwise: which end of a metric is its best."""
-    return "min" if _LOWER_IS_BETTER.search(name) else "max"
 
 
 @dataclass
@@ -41,6 +34,7 @@ class RunRow:
     parent_id: str = ""
     metrics: dict[str, tuple[Optional[float], Optional[float]]] = field(default_factory=dict)  # name -> (last, best)
     gpu_util: Optional[float] = None  # mean over the run's GPUs of the latest sample (running runs only)
+    result: Optional[float] = None  # the task's numeric return value
     haystack: str = ""  # what a text filter searches, lower case, built once
 
     def __post_init__(self) -> None:
@@ -89,6 +83,8 @@ def columns_for(rows: Sequence[RunRow], metrics: Sequence[str]) -> list[Column]:
             width = max(low, min(high, longest), len(title))
         align = "right" if key in ("elapsed", "gpu") else "left"
         out.append(Column(key, title, width, align))
+    if any(r.result is not None for r in rows):
+        out.append(Column("result", "result", 10, "right"))
     for name in metrics:
         out.append(Column(f"metric:{name}", name, max(15, len(name) + 2), "right"))
     return out
@@ -135,6 +131,8 @@ def cell_text(row: RunRow, column: Column, now: float, marked: bool = False) -> 
         return "" if row.gpu_util is None else f"{row.gpu_util:.0f}%"
     if key == "state":
         return _state_text(row)
+    if key == "result":
+        return format_number(row.result)
     metric = column.metric
     if metric is not None:
         last, best = row.metrics.get(metric, (None, None))
@@ -199,6 +197,8 @@ def sort_key(column: str, now: float) -> Callable[[RunRow], tuple]:
         return lambda r: _present(r.elapsed(now))
     if column == "gpu":
         return lambda r: _present(r.gpu_util)
+    if column == "result":
+        return lambda r: _present(r.result)
     if column in ("job_num", "restarts", "started", "ended", "created"):
         return lambda r: _present(getattr(r, column))
     if column == "run_id":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from typing import Any, Optional
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -16,7 +16,8 @@ from slurmml.errors import SlurmmlError
 from tui.model import (ACTIVE_STATES, Column, FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
                        sort_rows, state_counts)
 from tui.run_table import RunTable
-from tui.source import Snapshot
+from tui.source import RefreshOutcome, Snapshot
+from tui.workers import background, deliver
 
 
 class RunsScreen(Screen):
@@ -59,8 +60,8 @@ class RunsScreen(Screen):
         yield RunTable(self.app.clock, id="runs")
         with Horizontal(id="filter-bar", classes="visible" if self.query_text else ""):
             yield Input(self.query_text, placeholder="filter: words, state, lr<0.01, model=mlp, val_acc>0.9", id="filter")
-            yield Static("", id="filter-problem")
-        yield Static("loading the registry…", id="status")
+            yield Static("", id="filter-problem", markup=False)
+        yield Static("loading the registry…", id="status", markup=False)
         yield Footer()
 
     @property
@@ -83,6 +84,13 @@ class RunsScreen(Screen):
             self._match_expressions(self.filter.expressions)
         else:
             self.apply_view()
+
+    def refreshed(self, outcome: RefreshOutcome, snapshot: Optional[Snapshot]) -> None:
+        if snapshot is not None:
+            self.show_snapshot(snapshot)
+        self.show_slurm_age(outcome.slurm_checked_at)
+        for problem in outcome.problems:
+            self.app.notify(problem, severity="warning", timeout=8, markup=False)
 
     def show_slurm_age(self, checked_at: Optional[float]) -> None:
         self.slurm_checked_at = checked_at
@@ -154,14 +162,14 @@ class RunsScreen(Screen):
     def filter_submitted(self) -> None:
         self.table.focus()
 
-    @work(thread=True, exclusive=True, group="filter")
+    @background("filtering", group="filter", exclusive=True)
     def _match_expressions(self, expressions: tuple[str, ...]) -> None:
         try:
             ids: Optional[set[str]] = self.app.source.matching_ids(expressions)
             problem = ""
         except SlurmmlError as error:
             ids, problem = None, str(error)
-        self.app.call_from_thread(self._expressions_matched, expressions, ids, problem)
+        deliver(self, self._expressions_matched, expressions, ids, problem)
 
     def _expressions_matched(self, expressions: tuple[str, ...], ids: Optional[set[str]], problem: str) -> None:
         if expressions != self.filter.expressions:

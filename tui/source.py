@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from slurmml.registry import browse, jobs
-from tui.model import RunRow, metric_mode
+from slurmml.ranking import RESULT, metric_mode
+from slurmml.states import is_failed
+from tui.model import RunRow
 
 
 RECENT_S = 600.0  # after this long, an ended run's spool is not looked at again on every refresh
@@ -72,14 +74,15 @@ class RegistrySource:
             summaries = browse.metric_summaries(conn)
             metrics = browse.metric_names(conn)
             gpu = browse.live_gpu_util(conn)
-        modes = {name: metric_mode(name) for name in metrics}
+        modes = {(name, declared): metric_mode(name, declared) for name in metrics for declared in (None, "min", "max")}
         rows, names = [], {}
         for (key, run_id, sweep_id, job_num, state, job_id, host, created, started, ended, restarts, overrides,
-             parent, owner, sweep_name) in runs:
+             parent, owner, sweep_name, result, declared) in runs:
             values = summaries.get(key, {})
-            row_metrics = {name: (last, (low if modes[name] == "min" else high)) for name, (last, low, high) in values.items()}
+            row_metrics = {name: (last, (low if modes[name, declared] == "min" else high))
+                           for name, (last, low, high) in values.items()}
             rows.append(RunRow(run_id, sweep_id or "", job_num, state, job_id or "", host or "", created, started, ended,
-                               restarts or 0, overrides, owner or "", parent or "", row_metrics, gpu.get(key)))
+                               restarts or 0, overrides, owner or "", parent or "", row_metrics, gpu.get(key), result))
             if sweep_id and sweep_name:
                 names[sweep_id] = sweep_name
         return Snapshot(rows, metrics, names, self.clock())
@@ -131,18 +134,21 @@ class RegistrySource:
         with self.lock:
             return browse.config_maps(self.registry.conn, run_ids)
 
-    def leaderboard(self, metric: str, mode: str, sweep: Optional[str], group_key: Optional[str],
-                    limit: int = 50) -> list[dict[str, Any]]:
+    def leaderboard(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str],
+                    limit: int = 50) -> tuple[str, list[dict[str, Any]]]:
+        """(the mode ranked by: `mode`, or slurmml.ranking's with the sweep's declared direction, the rows)."""
         with self.lock:
-            return browse.leaderboard(self.registry.conn, metric, mode, sweep, group_key, limit)
+            mode = metric_mode(metric, browse.sweep_direction(self.registry.conn, sweep), mode)
+            return mode, browse.leaderboard(self.registry.conn, metric, mode, sweep, group_key, limit)
 
     def has_config_key(self, key: str) -> bool:
         with self.lock:
             return browse.config_key_exists(self.registry.conn, key)
 
     def metric_names(self) -> list[str]:
+        """Logged metric names, after `result` when any run recorded one."""
         with self.lock:
-            return browse.metric_names(self.registry.conn)
+            return [RESULT] * browse.has_results(self.registry.conn) + browse.metric_names(self.registry.conn)
 
     def sweeps(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -156,6 +162,26 @@ def log_paths(run: dict[str, Any]) -> dict[str, Optional[str]]:
         return {"stdout": None, "stderr": None}
     out = err[:-4] + ".out" if err.endswith(".err") else None
     return {"stdout": out, "stderr": err}
+
+
+def log_sizes(paths: dict[str, Optional[str]]) -> dict[str, int]:
+    """Bytes in each stream's file (0 when there is none yet)."""
+    sizes = {}
+    for stream, path in paths.items():
+        try:
+            sizes[stream] = os.path.getsize(path) if path else 0
+        except OSError:
+            sizes[stream] = 0
+    return sizes
+
+
+def first_stream(state: str, sizes: dict[str, int]) -> str:
+    """The stream a run's Logs tab opens on. stdout is where a program talks to its user, so it comes
+    first; stderr when it is the only stream with anything in it, or when the run failed and stderr has
+    something (that is where the traceback is). A healthy run's stderr is mostly warnings and noise."""
+    if sizes.get("stderr") and (is_failed(state) or not sizes.get("stdout")):
+        return "stderr"
+    return "stdout"
 
 
 class LogTail:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional
 import pytest
 
 from rich.console import Console
+from rich.text import Text
+from textual.content import Content
 from textual.widgets import DataTable, Input, Static
 
 from slurmml.registry.registry import Registry
@@ -239,8 +241,11 @@ def facts_of(widget: Static) -> dict[str, str]:
 
 
 def text_of(widget: Static) -> str:
+    """What a Static shows, as plain text: a str is read the way the widget reads it (as markup, or not)."""
+    visual = widget.visual
+    shown = Text(visual.plain) if isinstance(visual, Content) else widget.content
     console = Console(width=200, record=True, color_system=None, file=io.StringIO())
-    console.print(widget.content)
+    console.print(shown)
     return console.export_text()
 
 

@@ -55,7 +55,7 @@ def test_run_detail_overview(snap_compare, make_app) -> None:
 
 
 def test_run_detail_logs(snap_compare, make_app) -> None:
-    """2: the run's stderr from the log path the launcher recorded."""
+    """2: the running run's stdout (a healthy run opens on it) from the log path the launcher recorded."""
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=steps(("run", RUNNING_RUN), "enter", "2"))
 
 
