@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 DEMO_SWEEP ?= seed=1,2,3 model=mlp,linear
 
-.PHONY: install demo cluster test bench clean
+.PHONY: install demo cluster test soak bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,14 @@ cluster: install
 
 test: install cluster
 	SLURMML_REQUIRE_SLURM=$${SLURMML_REQUIRE_SLURM:-1} $(PY) -m pytest -p no:cacheprovider -rs
+
+# The real-Slurm suites N times in a row (default 3): a test that fails in any round is a race to find.
+N ?= 3
+soak: install cluster
+	@failed=0; for round in $$(seq 1 $(N)); do \
+	  echo "== soak round $$round of $(N)"; \
+	  SLURMML_REQUIRE_SLURM=1 $(PY) -m pytest -p no:cacheprovider -q -m slurm -rfE || failed=$$((failed + 1)); \
+	done; echo "soak: $$failed of $(N) round(s) failed"; test $$failed -eq 0
 
 bench: install cluster
 	$(PY) -m pip install --quiet -e ".[bench]"

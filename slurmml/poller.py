@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
 from slurmml.registry import jobs
-from slurmml.states import FINAL_STATES, SLURM_ALIASES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING
+from slurmml.states import FINAL_STATES, NOT_STARTED_STATES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING, run_state_of
 from slurmml.slurm.accounting import (
     SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report, parse_sacct_time, sacct_report_command, unknown_sacct_field,
 )
@@ -120,7 +120,7 @@ def memory_kill_line(log_path: Optional[str], max_bytes: int = 16384) -> Optiona
 
 def slurm_outcome(record: JobRecord, log_path: Optional[str] = None) -> tuple[str, str]:
     """A final Slurm record as (registry state, reason): `TIMEOUT`, `Slurm: TIMEOUT after 63 s (limit 60 s)`."""
-    state = SLURM_ALIASES.get(record.state, record.state)
+    state = run_state_of(record.state)
     words = f"Slurm job {record.job_id}: {record.state}"
     if state in {"FAILED", "CANCELLED"} and record.signal == 9:
         # OverMemoryKill (no cgroups) reports FAILED 0:9, with slurmstepd's words in the job's stderr
@@ -207,10 +207,10 @@ class Poller:
         report = PollReport()
         now = self.clock()
         wanted = list(wanted)
-        if now < self._quiet_until and not wanted:
+        if now < self._quiet_until:
             return report  # nothing to follow a moment ago
         squeue_due = self._allowed("squeue", now)
-        sacct_due = (now >= self._no_targets_until or bool(wanted)) and self._allowed("sacct", now)
+        sacct_due = now >= self._no_targets_until and self._allowed("sacct", now)
         if not (squeue_due or sacct_due):
             return report  # the common case in a UI loop: indexed reads, no write lock
         runs = jobs.tracked_runs(self.registry, ended_since=now - FOLLOW_UP_S,
@@ -225,7 +225,7 @@ class Poller:
             return report
         if squeue_due and active and jobs.claim_call(self.registry, "squeue", now, self.squeue_interval_s + CALL_TIMEOUT_S):
             self._squeue(now, runs, report)
-        if self._allowed("sacct", self.clock()) and (report.squeue or wanted or self.clock() >= self._no_targets_until):
+        if self._allowed("sacct", self.clock()) and (report.squeue or self.clock() >= self._no_targets_until):
             self._sacct(runs, report)
         if report.answered or report.sacct:
             if self.accounting_off():
@@ -335,6 +335,11 @@ class Poller:
             jobs.clear_mark(self.registry, "accounting.off")
         known = {r.job_id for r in runs}
         records = [rec for rec in parse_sacct_report(result.stdout, fields, updated=now) if rec.job_id in known]
+        answered = {rec.job_id for rec in records}
+        # an ended run sacct knows nothing of, well after its end: say so (state None), so that it is not asked
+        # for again unprompted (a view that shows it still asks); a purged or never-accounted job
+        records += [JobRecord(job_id=run.job_id, state=None, source="sacct", updated=now) for run in chosen
+                    if run.final and run.job_id not in answered and (run.ended or now) + SACCT_LAG_S <= now]
         self._store_sacct(records)
         jobs.record_call(self.registry, "sacct", now, finished, True, self.sacct_interval_s, BACKOFF_MAX_S)
         report.answered += 1
@@ -346,7 +351,7 @@ class Poller:
             old = cached.get(rec.job_id)
             if old is not None and old.source == "squeue" and _earlier_execution(rec, old):
                 continue  # sacct (lagging) still describes the execution a requeue ended: squeue has seen the next
-            if old is not None:
+            if old is not None and rec.state is not None:
                 rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0), submit=rec.submit or old.submit)
                 if rec.state not in SLURM_FINAL and old.source == "squeue":
                     # sacct lags: keep squeue's word (and when squeue last saw the job), fill in what it lacks
@@ -408,7 +413,7 @@ class Poller:
             if run.state == "SUBMITTING" or (run.state == "RUNNING" and requeued):
                 return jobs.RunChange(run.id, "QUEUED", (run.state,))
         elif rec.state in SLURM_RUNNING:
-            if run.state in {"SUBMITTING", "QUEUED"}:
+            if run.state in NOT_STARTED_STATES:
                 return jobs.RunChange(run.id, "RUNNING", (run.state,))
         return None
 
@@ -461,7 +466,7 @@ class Poller:
     def _slurm_knows_better(run: jobs.TrackedRun, rec: JobRecord) -> bool:
         """A run that recorded its own end keeps it, except: killed from outside beats the run's FAILED,
         and any final word from Slurm beats LOST (a guess made when Slurm had said nothing)."""
-        state = SLURM_ALIASES.get(rec.state, rec.state)
+        state = run_state_of(rec.state)
         if run.state == "LOST":
             return True
         if run.state == "FAILED":
@@ -503,6 +508,21 @@ def _earlier_execution(first: JobRecord, then: JobRecord) -> bool:
     """Whether `first` describes an execution of the job before `then`'s: a requeue gives the job a new submit
     time (squeue's SubmitTime and sacct's Submit both show it; tests/data/poller/README.md)."""
     return first.submit is not None and then.submit is not None and first.submit < then.submit
+
+
+def catch_up(registry: Any, sweep_ids: Iterable[str] = (), run_ids: Iterable[str] = (),
+             warn: Callable[[str], None] = _warn) -> PollReport:
+    """What every command that shows runs does once it has ingested: one round of the shared poller, if its
+    schedule allows a call now, that also asks sacct for the shown runs (these sweeps', and these) that ended
+    without its record, however long ago. A view shows Slurm's word, not a guess: no second polling path."""
+    wanted = list(run_ids)
+    for sweep_id in sweep_ids:
+        wanted += [row[0] for row in registry.conn.execute(
+            "SELECT id FROM runs WHERE sweep_id = ? AND slurm_job_id IS NOT NULL", (sweep_id,))]
+    report = Poller(registry, warn=warn).poll(wanted=wanted)
+    for failure in report.failed_calls:
+        warn(failure)
+    return report
 
 
 def active_job_count(registry: Any) -> int:

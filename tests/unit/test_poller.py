@@ -19,6 +19,7 @@ from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, parse_sacct_report
 from slurmml.slurm.commands import CommandResult
+from slurmml.states import state_path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "poller"
 FIELDS_22_05 = [f for f in SACCT_REPORT_FIELDS if f != "Restarts"]  # what 22.05 accepts
@@ -441,9 +442,12 @@ def test_requeue_sends_the_run_back_to_queued_and_counts(tmp_path: Path) -> None
     drive(fake, [poller], until=t0 + 150, step_s=1)
     run = registry.run("s1-0")
     assert run["state"] == "COMPLETED" and run["restarts"] == 1
-    assert [(s["state"], s["source"]) for s in run["states"]] == [
-        ("QUEUED", "launcher"), ("RUNNING", "squeue"), ("RUNNING", "run"), ("QUEUED", "squeue"), ("RUNNING", "squeue"),
+    history = run["states"]
+    assert [entry["time"] for entry in history] == sorted(entry["time"] for entry in history)  # in time order
+    assert [(s["state"], s["source"]) for s in history] == [
+        ("QUEUED", "launcher"), ("RUNNING", "run"), ("RUNNING", "squeue"), ("QUEUED", "squeue"), ("RUNNING", "squeue"),
         ("RUNNING", "run"), ("COMPLETED", "run")]
+    assert state_path(history) == "QUEUED -> RUNNING -> QUEUED -> RUNNING -> COMPLETED"
 
 
 def test_a_run_settled_by_slurm_comes_back_when_slurm_requeues_its_job(tmp_path: Path) -> None:
@@ -672,7 +676,44 @@ def test_runs_a_view_shows_get_sacct_at_any_age_within_the_schedule(tmp_path: Pa
     poller = Poller(registry, run=fake.run, clock=fake.clock)
     poller.poll()
     assert fake.calls == []  # ten days old: not asked for unprompted
-    poller.poll(wanted=["s1-0"])
-    assert fake.count("sacct") == 1 and accounted(registry, "4745_0")
+    assert Poller(registry, run=fake.run, clock=fake.clock).poll(wanted=["s1-0"]).sacct == 1  # a command showing it
+    assert accounted(registry, "4745_0")
+    fake.now += 120
     poller.poll(wanted=["s1-0"])
     assert fake.count("sacct") == 1  # accounted for: never asked again
+
+
+def test_an_ended_run_sacct_knows_nothing_of_is_not_asked_for_again_unprompted(tmp_path: Path) -> None:
+    t0 = time.time() + T0_OFFSET
+    spools = {"4745_0": spool(tmp_path / "spool.jsonl", {"k": "start", "t": t0 + 1},
+                              {"k": "end", "t": t0 + 2, "state": "COMPLETED", "exit_code": 0})}
+    registry = make_registry(tmp_path / "registry.db", list(spools), spools=spools)
+    registry.ingest()
+    fake = FakeSlurm(t0 + 3600, [])  # purged from accounting
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    drive(fake, [poller], until=t0 + 3600 + 600, step_s=5)
+    assert fake.count("sacct") == 1 and state(registry, "s1-0") == "COMPLETED"
+    fake.now += 60
+    Poller(registry, run=fake.run, clock=fake.clock).poll(wanted=["s1-0"])  # a command showing it asks again
+    assert fake.count("sacct") == 2
+
+
+def test_sacct_knowing_nothing_of_a_job_squeue_saw_last_is_remembered(tmp_path: Path) -> None:
+    """squeue last listed the job RUNNING; the run then ended on its own and accounting lost the job."""
+    t0 = time.time() + T0_OFFSET
+    spool_path = tmp_path / "spool.jsonl"
+    registry = make_registry(tmp_path / "registry.db", ["4745_0"], spools={"4745_0": str(spool_path)})
+    fake = FakeSlurm(t0, [FakeJob("4745_0", start=t0, end=t0 + 30)], sacct_lag_s=10 ** 9)  # sacct never has it
+    poller = Poller(registry, run=fake.run, clock=fake.clock)
+    drive(fake, [poller], until=t0 + 8, step_s=1)
+    spool(spool_path, {"k": "start", "t": t0 + 1}, {"k": "end", "t": t0 + 29, "state": "COMPLETED", "exit_code": 0})
+    fake.jobs.clear()
+    fake.now = t0 + 40
+    registry.ingest()
+    drive(fake, [poller], until=t0 + 40 + 1200, step_s=5)
+    assert fake.count("sacct") <= 2 + 600 / 60  # asked while the run is fresh (FOLLOW_UP_S), not for days
+    rec = jobs.cached_records(registry, ["4745_0"])["4745_0"]
+    assert (rec.source, rec.state) == ("sacct", None)
+    before = fake.count("sacct")
+    drive(fake, [poller], until=t0 + 40 + 3600, step_s=30)
+    assert fake.count("sacct") == before
