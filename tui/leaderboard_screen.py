@@ -60,16 +60,20 @@ class LeaderboardScreen(Screen):
 
     def show_choices(self, metrics: list[str], sweeps: list[dict[str, Any]]) -> None:
         scope = self.query_one("#scope", Select)
-        scope.set_options([("all sweeps", ALL_SWEEPS)] +
-                          [(Text(f"{s['id']} {s.get('name') or ''}".strip()), s["id"]) for s in reversed(sweeps)])
-        if self.sweep and any(s["id"] == self.sweep for s in sweeps):
-            scope.value = self.sweep
         metric = self.query_one("#metric", Select)
-        metric.set_options([(Text(name), name) for name in metrics])  # a prompt str would be read as markup
+        with self.prevent(Select.Changed):  # rank once, below, not once per control set here
+            scope.set_options([("all sweeps", ALL_SWEEPS)] +
+                              [(Text(f"{s['id']} {s.get('name') or ''}".strip()), s["id"]) for s in reversed(sweeps)])
+            if self.sweep and any(s["id"] == self.sweep for s in sweeps):
+                scope.value = self.sweep
+            metric.set_options([(Text(name), name) for name in metrics])  # a prompt str would be read as markup
+            if metrics:
+                scoped = [s for s in sweeps if s["id"] == scope.value] or sweeps
+                logged = {name: 1 for name in metrics if name != RESULT}
+                metric.value = default_metric(logged, RESULT in metrics,
+                                              shared_direction(s.get("direction") for s in scoped))
         if metrics:
-            scoped = [s for s in sweeps if s["id"] == scope.value] or sweeps
-            logged = {name: 1 for name in metrics if name != RESULT}
-            metric.value = default_metric(logged, RESULT in metrics, shared_direction(s.get("direction") for s in scoped))
+            self.rank()
         else:
             self.query_one("#board", DataTable).add_column("no metrics logged yet")
 

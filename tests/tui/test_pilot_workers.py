@@ -385,3 +385,19 @@ def test_a_run_with_only_stderr_opens_on_it_and_one_with_only_stdout_on_that(mar
                 await settle(pilot)
 
     run_async(scenario())
+
+
+def test_opening_the_leaderboard_ranks_once(fixed_registry: Path) -> None:
+    """Setting the scope and the metric it opens on must not rank twice: two rankings in flight raced
+    (a failure was reported twice, a snapshot caught the board between two draws)."""
+    source = TroubledSource(fixed_registry)
+
+    async def scenario() -> None:
+        app = app_on(source, "real")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("l")
+            await settle(pilot)
+            assert source.calls.count("leaderboard") == 1
+
+    run_async(scenario())
