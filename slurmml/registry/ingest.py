@@ -144,13 +144,19 @@ def _flatten(values: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
 
 def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
     environment = record.get("environment") or {}
+    # each start after the first is a restart; Slurm's own count (set in a requeued execution) covers an
+    # execution that was requeued before it could record its start
+    try:
+        slurm_restarts = int((environment.get("slurm") or {}).get("SLURM_RESTART_COUNT") or 0)
+    except (TypeError, ValueError):
+        slurm_restarts = 0
     conn.execute(
         """UPDATE runs SET host = ?, pid = ?, started = coalesce(started, ?), run_dir = coalesce(?, run_dir),
-           config = coalesce(?, config), environment = ?, restarts = restarts + (started IS NOT NULL)
+           config = coalesce(?, config), environment = ?, restarts = max(restarts + (started IS NOT NULL), ?)
            WHERE run = ?""",
         (record.get("host"), record.get("pid"), record.get("t"), record.get("run_dir"),
          json.dumps(record["config"]) if record.get("config") is not None else None,
-         json.dumps(environment), run),
+         json.dumps(environment), slurm_restarts, run),
     )
     if record.get("config"):  # a requeued run starts again: what it logged before keeps its value and mark
         conn.executemany(

@@ -717,3 +717,18 @@ def test_sacct_knowing_nothing_of_a_job_squeue_saw_last_is_remembered(tmp_path: 
     before = fake.count("sacct")
     drive(fake, [poller], until=t0 + 40 + 3600, step_s=30)
     assert fake.count("sacct") == before
+
+
+@pytest.mark.parametrize("first_start_recorded", [True, False])
+def test_a_requeue_counts_once_also_when_the_first_execution_never_recorded_its_start(
+        tmp_path: Path, first_start_recorded: bool) -> None:
+    """`scontrol requeue` soon after the job started can kill it before the task writes its start record:
+    the next execution's SLURM_RESTART_COUNT still counts the restart, and a recorded first start adds nothing."""
+    t0 = time.time() + T0_OFFSET
+    again = {"k": "start", "t": t0 + 20, "environment": {"slurm": {"SLURM_RESTART_COUNT": "1"}}}
+    first = [{"k": "start", "t": t0 + 1, "environment": {"slurm": {}}}] if first_start_recorded else []
+    path = spool(tmp_path / "spool.jsonl", *first, again, {"k": "end", "t": t0 + 21, "state": "COMPLETED", "exit_code": 0})
+    registry = make_registry(tmp_path / "registry.db", ["4705"], spools={"4705": path})
+    registry.ingest()
+    run = registry.run("s1-0")
+    assert (run["state"], run["restarts"]) == ("COMPLETED", 1)
