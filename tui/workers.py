@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from textual.message_pump import MessagePump
-from textual.worker import Worker
+from textual.worker import NoActiveWorker, Worker, active_worker, get_current_worker
 
 NOTE_CHARS = 300
 
@@ -32,7 +32,16 @@ def background(what: str, group: str, exclusive: bool = False) -> Callable[[Call
             # the thread runs in a copy of this context (as asyncio.to_thread does), so `self.app` still finds
             # the app after a screen was popped and has no parent to find it through
             context = contextvars.copy_context()
-            work = functools.partial(context.run, method, self, *args, **kwargs)
+
+            def work() -> Any:
+                worker = get_current_worker()  # set in the thread's own context: carry it into the copy
+
+                def run() -> Any:
+                    active_worker.set(worker)
+                    return method(self, *args, **kwargs)
+
+                return context.run(run)
+
             return self.app.run_worker(work, name=method.__name__, group=group, description=what,
                                        exclusive=exclusive, thread=True, exit_on_error=False)
 
@@ -42,8 +51,29 @@ def background(what: str, group: str, exclusive: bool = False) -> Callable[[Call
 
 
 def deliver(target: MessagePump, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """From a worker: run callback(*args, **kwargs) in `target`'s message loop, or nowhere if it has closed."""
-    target.call_later(callback, *args, **kwargs)
+    """From a worker: run callback(*args, **kwargs) in `target`'s message loop, or nowhere if it has closed.
+
+    A worker that was superseded (an exclusive worker started after it: the metric changed again while it
+    ranked) delivers nothing, so an older answer never replaces a newer one. A callback that raises is a
+    notification too, like a worker that raises.
+    """
+    try:
+        worker: Optional[Worker] = get_current_worker()
+    except NoActiveWorker:
+        worker = None
+
+    def apply() -> None:
+        if worker is not None and worker.is_cancelled:
+            return
+        try:
+            callback(*args, **kwargs)
+        except Exception as error:  # the one place a delivered result's failure is turned into a message
+            what = worker.description if worker is not None else "showing the result"
+            why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            target.app.notify(" ".join(f"{what} failed: {why}".split())[:NOTE_CHARS], severity="error",
+                              markup=False)
+
+    target.call_later(apply)
 
 
 def failure_note(worker: Worker) -> str:

@@ -401,3 +401,26 @@ def test_opening_the_leaderboard_ranks_once(fixed_registry: Path) -> None:
             assert source.calls.count("leaderboard") == 1
 
     run_async(scenario())
+
+
+def test_a_result_that_fails_to_show_is_a_notification_and_the_app_goes_on(fixed_registry: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tui.leaderboard_screen import LeaderboardScreen
+
+    def broken(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"drawing broke: {BOOM}")
+
+    monkeypatch.setattr(LeaderboardScreen, "show_board", broken)
+    source = TroubledSource(fixed_registry)
+
+    async def scenario() -> None:
+        app = app_on(source, "real")
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await settle(pilot)
+            await pilot.press("l")
+            await settle(pilot)
+            assert app.is_running
+            assert [n for n in notes(app) if n[0] == "error"] == [
+                ("error", f"ranking failed: RuntimeError: drawing broke: {BOOM}")]
+
+    run_async(scenario())
