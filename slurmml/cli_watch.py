@@ -123,9 +123,9 @@ def follow(registry, ids: list[str], poller, metric: str | None = None, mode: st
     import time
 
     sleep = sleep or time.sleep
-    marks = ",".join("?" * len(ids))
-    shown = [row[0] for row in registry.conn.execute(  # their sacct records are fetched too, however old
-        f"SELECT id FROM runs WHERE sweep_id IN ({marks}) AND slurm_job_id IS NOT NULL", ids)]
+    from slurmml.registry.jobs import slurm_run_ids
+
+    shown = slurm_run_ids(registry, ids)  # their sacct records are fetched too, however old
     while True:
         for sweep in ids:
             registry.ingest(sweep)

@@ -515,10 +515,7 @@ def catch_up(registry: Any, sweep_ids: Iterable[str] = (), run_ids: Iterable[str
     """What every command that shows runs does once it has ingested: one round of the shared poller, if its
     schedule allows a call now, that also asks sacct for the shown runs (these sweeps', and these) that ended
     without its record, however long ago. A view shows Slurm's word, not a guess: no second polling path."""
-    wanted = list(run_ids)
-    for sweep_id in sweep_ids:
-        wanted += [row[0] for row in registry.conn.execute(
-            "SELECT id FROM runs WHERE sweep_id = ? AND slurm_job_id IS NOT NULL", (sweep_id,))]
+    wanted = list(run_ids) + jobs.slurm_run_ids(registry, sweep_ids)
     report = Poller(registry, warn=warn).poll(wanted=wanted)
     for failure in report.failed_calls:
         warn(failure)

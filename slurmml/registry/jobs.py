@@ -174,6 +174,15 @@ def _tracked(row: Any) -> TrackedRun:
     return TrackedRun(*fields)
 
 
+def slurm_run_ids(registry: Any, sweep_ids: Iterable[str]) -> list[str]:
+    """The ids of these sweeps' runs that have a Slurm job: what a view of the sweeps asks the poller about."""
+    ids = list(sweep_ids)
+    if not ids:
+        return []
+    return [row[0] for row in registry.conn.execute(
+        f"SELECT id FROM runs WHERE sweep_id IN ({','.join('?' * len(ids))}) AND slurm_job_id IS NOT NULL", ids)]
+
+
 def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
     """The same rows as tracked_runs, for these run ids (re-read after an ingest)."""
     ids = list(run_ids)
