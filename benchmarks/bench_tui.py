@@ -188,7 +188,7 @@ def _peer_app_class() -> type:
     from textual.binding import Binding
     from textual.widgets import DataTable, Footer, Input
 
-    from tui.model import cell_text, columns_for
+    from slurmml.tui.model import cell_text, columns_for
 
     keep = ("run_id", "state", "slurm_job_id", "elapsed", "overrides")
 
@@ -290,7 +290,7 @@ async def _drive(kind: str, app: Any, probe: Probe, source: Any, marks: dict[str
         await pilot.pause()
         field = app.screen.query_one("#filter", Input)
         if kind == "slurmml":
-            from tui.model import parse_filter_text
+            from slurmml.tui.model import parse_filter_text
         plans = [("text", TEXT_KEYS)] + ([("expression", EXPRESSION_KEYS)] if kind == "slurmml" else [])
         for name, keys in plans:
             typed = []
@@ -328,13 +328,13 @@ def child_main(kind: str, db: Path, spawned_at: float, refresh_s: float) -> int:
 
     gc.callbacks.append(on_gc)
     if kind == "slurmml":
-        from tui.app import SlurmmlApp
-        from tui.run_table import RunTable as table_class
-        from tui.source import RegistrySource
+        from slurmml.tui.app import SlurmmlApp
+        from slurmml.tui.run_table import RunTable as table_class
+        from slurmml.tui.source import RegistrySource
     else:
         from textual.widgets import DataTable as table_class
 
-        from tui.source import RegistrySource
+        from slurmml.tui.source import RegistrySource
         PeerApp = _peer_app_class()
     marks["imported"] = time.perf_counter()
     source = RegistrySource.open(db, poll=False)
@@ -778,7 +778,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         import bench_registry
         import textual  # noqa: F401
-        import tui.app  # noqa: F401
+        import slurmml.tui.app  # noqa: F401
     except ImportError as missing:
         print(f"bench_tui: {missing.name} is not importable from {sys.executable}: run it with the project's venv "
               "(.venv/bin/python benchmarks/bench_tui.py)", file=sys.stderr)

@@ -12,8 +12,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from tui.app import SlurmmlApp
-from tui.source import RegistrySource
+from slurmml.tui.app import SlurmmlApp
+from slurmml.tui.source import RegistrySource
 
 
 async def shoot(out: Path, sweep: str | None, marks: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmml.states import SLURM_FINAL
+from slurmml.core.states import SLURM_FINAL
 from tests.conftest import copy_app, run_app, sacct_when
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from slurmml.actions import cancel_run, clone_run, requeue_run
+from slurmml.control.actions import cancel_run, clone_run, requeue_run
 from slurmml.launcher import batch
-from slurmml.poller import Poller, poll_until_final
-from slurmml.states import FINAL_STATES
+from slurmml.poller.loop import Poller, poll_until_final
+from slurmml.core.states import FINAL_STATES
 from slurmml.registry.registry import Registry
 from slurmml.slurm.callcount import SlurmCallCounter
 from slurmml.slurm.commands import run_command

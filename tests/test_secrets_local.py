@@ -11,10 +11,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from slurmml.actions import clone_run
+from slurmml.control.actions import clone_run
 from slurmml.launcher import batch
 from slurmml.registry.registry import Registry
-from slurmml.states import is_final
+from slurmml.core.states import is_final
 from tests.conftest import copy_app, run_app, wait_until
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slurmml.poller import SQUEUE_FIELDS, Poller, parse_squeue_records, poll_until_final
+from slurmml.poller.loop import SQUEUE_FIELDS, Poller, parse_squeue_records, poll_until_final
 from slurmml.registry.registry import Registry
 from slurmml.slurm.callcount import SlurmCallCounter
 from slurmml.slurm.commands import run_command
@@ -133,7 +133,7 @@ def test_each_way_a_job_ends_gets_its_state(tmp_path: Path, job_name: str, slurm
     assert {s["state"] for s in by_case["ok"]["states"]} >= {"QUEUED", "RUNNING", "COMPLETED"}
 
     # the watcher sees a finished sweep: its summary at once, no waiting
-    from slurmml.cli_watch import watch
+    from slurmml.cli.watch import watch
 
     result = CliRunner().invoke(watch, [sweeps[0]], catch_exceptions=False)
     assert result.exit_code == 0, result.output

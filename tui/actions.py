@@ -1,4 +1,4 @@
-"""The TUI's side effects on runs (cancel, requeue, clone), through slurmml.actions.
+"""The TUI's side effects on runs (cancel, requeue, clone), through slurmml.control.actions.
 
 Called from background workers; registry access goes under the data source's lock.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from slurmml import actions
-from tui.model import RunRow
-from tui.source import RegistrySource
+from slurmml.control import actions
+from slurmml.tui.model import RunRow
+from slurmml.tui.source import RegistrySource
 
 
 class RunActions:

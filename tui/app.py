@@ -15,11 +15,11 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
-from tui.model import ACTIVE_STATES, RunRow
-from tui.runs_screen import RunsScreen
-from tui.source import RegistrySource, Snapshot
-from tui.workers import background, deliver, failure_note
+from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
+from slurmml.tui.model import ACTIVE_STATES, RunRow
+from slurmml.tui.runs_screen import RunsScreen
+from slurmml.tui.source import RegistrySource, Snapshot
+from slurmml.tui.workers import background, deliver, failure_note
 
 REFRESH_S = 2.0  # registry reads; Slurm itself is asked at the shared poller's pace (10 s by default)
 SHOW_IN_QUESTION = 8
@@ -101,17 +101,17 @@ class SlurmmlApp(App):
         self.push_screen(HelpScreen())
 
     def open_run(self, run_id: str) -> None:
-        from tui.detail_screen import RunDetailScreen
+        from slurmml.tui.detail_screen import RunDetailScreen
 
         self.push_screen(RunDetailScreen(run_id))
 
     def open_compare(self, run_ids: list[str]) -> None:
-        from tui.compare_screen import CompareScreen
+        from slurmml.tui.compare_screen import CompareScreen
 
         self.push_screen(CompareScreen(run_ids))
 
     def open_leaderboard(self, sweep: Optional[str]) -> None:
-        from tui.leaderboard_screen import LeaderboardScreen
+        from slurmml.tui.leaderboard_screen import LeaderboardScreen
 
         self.push_screen(LeaderboardScreen(sweep))
 

@@ -13,8 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
-from tui.model import differing_keys, distinguishing_overrides
-from tui.workers import background, deliver
+from slurmml.tui.model import differing_keys, distinguishing_overrides
+from slurmml.tui.workers import background, deliver
 
 MAX_PLOTS = 8
 

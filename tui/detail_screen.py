@@ -15,10 +15,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Log, Sparkline, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from slurmml.ranking import metric_mode
-from tui.model import ACTIVE_STATES, RunRow, format_duration, format_number
-from tui.source import LogTail, first_stream, log_paths, log_sizes
-from tui.workers import background, deliver
+from slurmml.core.direction import metric_mode
+from slurmml.tui.model import ACTIVE_STATES, RunRow, format_duration, format_number
+from slurmml.tui.source import LogTail, first_stream, log_paths, log_sizes
+from slurmml.tui.workers import background, deliver
 
 LOG_POLL_S = 1.0
 MAX_PLOTS = 12

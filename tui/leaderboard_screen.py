@@ -13,9 +13,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from slurmml.errors import SlurmmlError
-from slurmml.ranking import RESULT, default_metric, shared_direction
-from tui.model import format_number
-from tui.workers import background, deliver
+from slurmml.core.direction import RESULT, default_metric, shared_direction
+from slurmml.tui.model import format_number
+from slurmml.tui.workers import background, deliver
 
 ALL_SWEEPS = "__all__"
 

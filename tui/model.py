@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from slurmml.states import ACTIVE_STATES, FINAL_STATES
+from slurmml.core.states import ACTIVE_STATES, FINAL_STATES
 
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")

@@ -18,7 +18,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.model import Column, GroupLine, RunRow, cell_text
+from slurmml.tui.model import Column, GroupLine, RunRow, cell_text
 
 STATE_STYLES = {
     "RUNNING": "bold green", "QUEUED": "yellow", "SUBMITTING": "yellow", "COMPLETED": "blue",

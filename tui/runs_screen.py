@@ -13,11 +13,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from slurmml.errors import SlurmmlError
-from tui.model import (ACTIVE_STATES, Column, FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
+from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
                        sort_rows, state_counts)
-from tui.run_table import RunTable
-from tui.source import RefreshOutcome, Snapshot
-from tui.workers import background, deliver
+from slurmml.tui.run_table import RunTable
+from slurmml.tui.source import RefreshOutcome, Snapshot
+from slurmml.tui.workers import background, deliver
 
 
 class RunsScreen(Screen):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from slurmml.registry import browse, jobs
-from slurmml.ranking import RESULT, metric_mode
-from slurmml.states import is_failed
-from tui.model import RunRow
+from slurmml.core.direction import RESULT, metric_mode
+from slurmml.core.states import is_failed
+from slurmml.tui.model import RunRow
 
 
 RECENT_S = 600.0  # after this long, an ended run's spool is not looked at again on every refresh
@@ -57,7 +57,7 @@ class RegistrySource:
     def open(cls, path: Optional[Path] = None, poll_interval_s: float = 10.0, poll: bool = True,
              clock: Callable[[], float] = time.time) -> "RegistrySource":
         from slurmml.home import slurmml_home
-        from slurmml.poller import Poller
+        from slurmml.poller.loop import Poller
         from slurmml.registry.registry import Registry
 
         source = cls(Registry(path, create=False), None, slurmml_home() / "runs", clock)
@@ -136,7 +136,7 @@ class RegistrySource:
 
     def leaderboard(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str],
                     limit: int = 50) -> tuple[str, list[dict[str, Any]]]:
-        """(the mode ranked by: `mode`, or slurmml.ranking's with the sweep's declared direction, the rows)."""
+        """(the mode ranked by: `mode`, or slurmml.core.direction's with the sweep's declared direction, the rows)."""
         with self.lock:
             mode = metric_mode(metric, browse.sweep_direction(self.registry.conn, sweep), mode)
             return mode, browse.leaderboard(self.registry.conn, metric, mode, sweep, group_key, limit)

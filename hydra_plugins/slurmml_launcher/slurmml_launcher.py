@@ -23,7 +23,7 @@ class LaunchError(CompactHydraException):
 
 class SlurmmlSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider="slurmml", path="pkg://hydra_conf")
+        search_path.append(provider="slurmml", path="pkg://slurmml.hydra_conf")
 
 
 class _SlurmmlLauncherBase(Launcher):

@@ -6,7 +6,7 @@ checked by composing the config exactly as the task will (task.py) before anythi
 or submitted: a bad override is one line and changes nothing. The clone is recorded (with its parent_id)
 before it is submitted, and forgotten again if sbatch refuses it.
 
-User code is unpickled here: front ends run this in a subprocess (`slurmml clone`, slurmml.actions).
+User code is unpickled here: front ends run this in a subprocess (`slurmml clone`, slurmml.control.actions).
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _start_locally(batch_dir: Path, cwd: Path) -> tuple[int, str]:
 def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = False,
           me: Optional[str] = None) -> Cloned:
     """Clone run `parent_id` with `changes` merged into its overrides (or, with replace, as its overrides)."""
-    from slurmml.actions import refusal
+    from slurmml.control.actions import refusal
 
     parent = registry.run_with_sweep(parent_id)
     why = refusal("clone", parent, parent["owner"], me or getpass.getuser())

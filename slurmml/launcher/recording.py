@@ -78,7 +78,7 @@ def sweeper_direction(config: Any) -> Optional[str]:
     """'min' or 'max' as the sweep's `hydra.sweeper` declares it (Optuna, Ax, Nevergrad); None for other sweepers."""
     from omegaconf import OmegaConf
 
-    from slurmml.ranking import declared_direction
+    from slurmml.core.direction import declared_direction
 
     sweeper = OmegaConf.select(config, "hydra.sweeper")
     if sweeper is None:

@@ -154,7 +154,7 @@ def launch_on_slurm(
     from slurmml.launcher.waiting import BatchWaiter
 
     log.info(f"slurmml: sweep {sweep_id} queued as job {ids}; waiting for it to end")
-    from slurmml.poller import Poller
+    from slurmml.poller.loop import Poller
 
     poller = Poller(registry, squeue_interval_s=conf.get("poll_interval_s", 10.0))
     waiter = BatchWaiter(batch_dir, registry, run_ids, poller)

@@ -11,7 +11,7 @@ from slurmml.launcher.plan import Template, parse_template
 
 
 def shipped_templates() -> list[str]:
-    return sorted(p.name[:-3] for p in resources.files("sbatch_templates").iterdir() if p.name.endswith(".sh"))
+    return sorted(p.name[:-3] for p in resources.files("slurmml.sbatch_templates").iterdir() if p.name.endswith(".sh"))
 
 
 def load_template(name_or_path: Optional[str]) -> Template:
@@ -20,7 +20,7 @@ def load_template(name_or_path: Optional[str]) -> Template:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return parse_template(path.read_text(), str(path))
-    shipped = resources.files("sbatch_templates") / f"{name_or_path}.sh"
+    shipped = resources.files("slurmml.sbatch_templates") / f"{name_or_path}.sh"
     if "/" not in name_or_path and shipped.is_file():
         return parse_template(shipped.read_text(), f"sbatch_templates/{name_or_path}.sh")
     raise SlurmmlError(

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from slurmml.launcher import batch
 from slurmml.registry import jobs
-from slurmml.states import FINAL_STATES
+from slurmml.core.states import FINAL_STATES
 
 RESULT_CHECK_S = 0.5
 # A task that ended COMPLETED or FAILED (it raised) wrote its result just before exiting; on a network

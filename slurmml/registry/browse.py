@@ -10,9 +10,9 @@ import json
 import sqlite3
 from typing import Any, Iterable, Optional
 
-from slurmml.ranking import RESULT, metric_mode, shared_direction
+from slurmml.core.direction import RESULT, metric_mode, shared_direction
 from slurmml.registry.query import downsample, filters_sql, key_sql
-from slurmml.states import FAILED_STATES
+from slurmml.core.states import FAILED_STATES
 
 RUN_LIST_SQL = """
 SELECT r.run, r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.host, r.created, r.started, r.ended,
@@ -53,7 +53,7 @@ def has_results(conn: sqlite3.Connection) -> bool:
 
 
 def sweep_direction(conn: sqlite3.Connection, sweep: Optional[str] = None) -> Optional[str]:
-    """The direction `sweep` declared, or without one the one all declaring sweeps agree on (slurmml.ranking)."""
+    """The direction `sweep` declared, or without one the one all declaring sweeps agree on (slurmml.core.direction)."""
     sql, args = ("SELECT direction FROM sweeps WHERE id = ?", (sweep,)) if sweep else \
         ("SELECT DISTINCT direction FROM sweeps", ())
     return shared_direction(row[0] for row in conn.execute(sql, args))
@@ -105,7 +105,7 @@ def leaderboard(conn: sqlite3.Connection, metric: str, mode: Optional[str] = Non
                 group_key: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]:
     """Runs ranked by the last value of `metric` (or by their `result`): in one sweep or across all, optionally
     ranked separately within each value of a shared config key (e.g. 'dataset'), matched exactly or as a
-    dotted suffix. Best first as slurmml.ranking says unless `mode` is given; failed runs never rank."""
+    dotted suffix. Best first as slurmml.core.direction says unless `mode` is given; failed runs never rank."""
     mode = metric_mode(metric, sweep_direction(conn, sweep), mode)
     direction = "DESC" if mode == "max" else "ASC"
     args: list[Any] = []

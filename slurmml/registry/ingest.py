@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from slurmml.states import FINAL_STATES
+from slurmml.core.states import FINAL_STATES
 from slurmml.tracking.spool import parse_chunk
 
 READ_LIMIT = 64 * 1024 * 1024  # bytes per run per pass: bounded memory on huge spools

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from slurmml.states import FINAL_STATES, SLURM_FINAL
+from slurmml.core.states import FINAL_STATES, SLURM_FINAL
 
 CHUNK = 500  # bound parameters per statement (SQLite's default limit is 999 on old builds, 32766 on new)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from slurmml.errors import SlurmmlError
-from slurmml.ranking import RESULT, metric_mode
+from slurmml.core.direction import RESULT, metric_mode
 from slurmml.registry import ingest as _ingest
 from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
 from slurmml.registry.store import connect, default_registry_path
-from slurmml.states import ACTIVE_STATES, FAILED_STATES, FINAL_STATES
+from slurmml.core.states import ACTIVE_STATES, FAILED_STATES, FINAL_STATES
 from slurmml.tracking.secrets import mask_argv, mask_overrides
 
 RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
@@ -203,7 +203,7 @@ class Registry:
         return [dict(row) for row in rows]
 
     def sweep_direction(self, sweep: Optional[str] = None) -> Optional[str]:
-        """The direction `sweep` declared (or, without one, that all declaring sweeps agree on): slurmml.ranking."""
+        """The direction `sweep` declared (or, without one, that all declaring sweeps agree on): slurmml.core.direction."""
         from slurmml.registry.browse import sweep_direction
 
         return sweep_direction(self.conn, sweep)
@@ -325,7 +325,7 @@ class Registry:
 
     def best(self, metric: str, mode: Optional[str] = None, sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
         """A leaderboard: runs ranked by the last value of `metric` (or by their `result`), best first, the way
-        slurmml.ranking says unless `mode` is given. Runs that failed are never among the best (browse.leaderboard)."""
+        slurmml.core.direction says unless `mode` is given. Runs that failed are never among the best (browse.leaderboard)."""
         from slurmml.registry.browse import leaderboard
 
         return leaderboard(self.conn, metric, mode, sweep, limit=limit)

@@ -86,7 +86,7 @@ MIGRATIONS: list[str] = [
         failures INTEGER DEFAULT 0
     );
     """,
-    # 4: which way the sweep's optimizer ranks ('min'/'max', slurmml.ranking), and each run's numeric return value
+    # 4: which way the sweep's optimizer ranks ('min'/'max', slurmml.core.direction), and each run's numeric return value
     """
     ALTER TABLE sweeps ADD COLUMN direction TEXT;
     ALTER TABLE runs ADD COLUMN result REAL;

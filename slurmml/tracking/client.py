@@ -171,7 +171,7 @@ def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optio
 def peak_rss_mb() -> Optional[float]:
     """The largest resident size this process (or a child it waited for) reached, in MB. Slurm samples
     memory every JobAcctGatherFrequency seconds, so a job that ends before the first sample has no MaxRSS
-    in sacct; the run's own figure stands in for it there (slurmml.report)."""
+    in sacct; the run's own figure stands in for it there (slurmml.report.collect)."""
     try:
         import resource
     except ImportError:  # not a Unix

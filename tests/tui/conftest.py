@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Input, Static
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import JobRecord
 from slurmml.tracking.writer import SpoolWriter
-from tui.model import RunRow
+from slurmml.tui.model import RunRow
 
 FIXED = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the app's "now"
 USER = "alice"  # who launched the sweeps, and who the tests' data source says it is
@@ -181,14 +181,14 @@ def fixed_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, utc: Any) ->
 @pytest.fixture
 def make_app(fixed_registry: Path) -> Callable[..., Any]:
     """SlurmmlApp on the fixed registry at the fixed time, with no timers: nothing changes while a test looks."""
-    from tui.app import SlurmmlApp
-    from tui.source import RegistrySource
+    from slurmml.tui.app import SlurmmlApp
+    from slurmml.tui.source import RegistrySource
 
     def make(actions: Any = "real", read_only: bool = False, user: str = USER, **kwargs: Any) -> SlurmmlApp:
         source = RegistrySource(Registry(fixed_registry), poller=None, local_runs_dir=None, clock=lambda: FIXED)
         source.user = user
         if actions == "real":
-            from tui.actions import RunActions
+            from slurmml.tui.actions import RunActions
 
             actions = RunActions(source)
         return SlurmmlApp(source, actions, read_only=read_only, refresh_s=0, clock=lambda: FIXED, **kwargs)

@@ -16,9 +16,9 @@ from slurmml.tracking.spool import encode
 from tests.tui.conftest import (COMPLETED_RUN, FAILED_RUN, FIXED, LOG_DIR, RUNNING_RUN, STDERR, STDOUT, SWEEP_A,
                                 SWEEP_B, board, facts_of, go_to, notes, run_async, screen_lines, settle, shown_ids,
                                 text_of, type_filter, wait_for)
-from tui.actions import RunActions
-from tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
-from tui.model import GroupLine
+from slurmml.tui.actions import RunActions
+from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
+from slurmml.tui.model import GroupLine
 
 SIZE = (120, 40)
 QUEUED_RUN = f"{SWEEP_A}-3"

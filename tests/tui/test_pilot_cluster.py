@@ -19,17 +19,17 @@ from typing import Any, Iterator
 import pytest
 from textual.widgets import DataTable, Input, Log, Select, Static
 
-from slurmml.poller import Poller
+from slurmml.poller.loop import Poller
 from slurmml.registry.registry import Registry
 from slurmml.slurm.commands import run_command
 from tests.conftest import run_app
 from tests.tui.conftest import (board, facts_of, notes, run_async, screen_lines, settle, shown_ids, text_of, type_filter,
                                 wait_for)
-from tui.actions import RunActions
-from tui.app import SlurmmlApp
-from tui.dialogs import CloneScreen, ConfirmScreen
-from tui.model import RunRow, cell_text
-from tui.source import RegistrySource
+from slurmml.tui.actions import RunActions
+from slurmml.tui.app import SlurmmlApp
+from slurmml.tui.dialogs import CloneScreen, ConfirmScreen
+from slurmml.tui.model import RunRow, cell_text
+from slurmml.tui.source import RegistrySource
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

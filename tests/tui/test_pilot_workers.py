@@ -22,11 +22,11 @@ from slurmml.registry.registry import Registry
 from slurmml.tracking.writer import SpoolWriter
 from tests.tui.conftest import (COMPLETED_RUN, FAILED_RUN, FIXED, RUNNING_RUN, SWEEP_B, USER, board, facts_of, go_to,
                                 notes, run_async, screen_lines, settle, text_of, type_filter, wait_for)
-from tui.actions import RunActions
-from tui.app import SlurmmlApp
-from tui.dialogs import CloneScreen, ConfirmScreen
-from tui.runs_screen import RunsScreen
-from tui.source import RegistrySource, first_stream
+from slurmml.tui.actions import RunActions
+from slurmml.tui.app import SlurmmlApp
+from slurmml.tui.dialogs import CloneScreen, ConfirmScreen
+from slurmml.tui.runs_screen import RunsScreen
+from slurmml.tui.source import RegistrySource, first_stream
 
 SIZE = (120, 40)
 BOOM = "boom [/x] [bold]"  # markup that would crash (an unmatched closing tag) and vanish (a style tag)
@@ -405,7 +405,7 @@ def test_opening_the_leaderboard_ranks_once(fixed_registry: Path) -> None:
 
 def test_a_result_that_fails_to_show_is_a_notification_and_the_app_goes_on(fixed_registry: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from tui.leaderboard_screen import LeaderboardScreen
+    from slurmml.tui.leaderboard_screen import LeaderboardScreen
 
     def broken(self: Any, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError(f"drawing broke: {BOOM}")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slurmml.actions import (
+from slurmml.control.actions import (
     ActionResult, cancel_message, cancel_run, clone_command, clone_outcome, clone_run, refusal, requeue_message,
     requeue_run, run_owner, scancel_problem, scontrol_problem,
 )
 from slurmml.errors import SlurmmlError
 from slurmml.launcher.clone import import_path, launcher_overrides, merge_overrides, one_line, split_override
-from slurmml.poller import Poller
+from slurmml.poller.loop import Poller
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import JobRecord
@@ -315,7 +315,7 @@ def test_clone_run_reports_a_refusal_from_the_subprocess(tmp_path: Path) -> None
 
 
 def test_actions_module_stays_light() -> None:
-    code = "import slurmml.actions, slurmml.cli_actions, sys; print(' '.join(sys.modules))"
+    code = "import slurmml.control.actions, slurmml.cli.actions, sys; print(' '.join(sys.modules))"
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert loaded & {"hydra", "cloudpickle", "submitit", "rich", "textual", "omegaconf"} == set()
 

@@ -13,13 +13,13 @@ from typing import Callable, Optional
 
 import pytest
 
-from slurmml.cli_watch import follow, print_summary, snapshot
-from slurmml.poller import SQUEUE_ARGV, Poller, parse_squeue_records, slurm_outcome
+from slurmml.cli.watch import follow, print_summary, snapshot
+from slurmml.poller.loop import SQUEUE_ARGV, Poller, parse_squeue_records, slurm_outcome
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, parse_sacct_report
 from slurmml.slurm.commands import CommandResult
-from slurmml.states import state_path
+from slurmml.core.states import state_path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "poller"
 FIELDS_22_05 = [f for f in SACCT_REPORT_FIELDS if f != "Restarts"]  # what 22.05 accepts
@@ -229,7 +229,7 @@ def test_two_pollers_on_one_registry_stay_within_the_load_budget(tmp_path: Path)
 
 def test_a_field_this_sacct_refuses_is_dropped_once_for_every_poller(tmp_path: Path, monkeypatch) -> None:
     """Later Slurm releases have a Restarts field; 22.05's sacct refuses the whole call (recorded)."""
-    monkeypatch.setattr("slurmml.poller.SACCT_REPORT_FIELDS", [*FIELDS_22_05, "Restarts"])
+    monkeypatch.setattr("slurmml.poller.loop.SACCT_REPORT_FIELDS", [*FIELDS_22_05, "Restarts"])
     path = tmp_path / "registry.db"
     first = make_registry(path, ["4745_0", "4745_1"])
     t0 = time.time() + T0_OFFSET
@@ -539,7 +539,7 @@ def test_watch_follows_until_every_run_ended_and_shows_the_best_metric(tmp_path:
     assert "COMPLETED 2  TIMEOUT 1" in out and "best val_acc 0.9: run s1-1 (#1)" in out
     assert "failures by cause" in out and "Slurm job 602: TIMEOUT after 76 s" in out  # slurmml report's tables
 
-    monkeypatch.setattr("slurmml.cli_watch._print_report", lambda *args: False)  # an installation without them
+    monkeypatch.setattr("slurmml.cli.watch._print_report", lambda *args: False)  # an installation without them
     print_summary(registry, ["s1"], final)
     assert "  #2: TIMEOUT (Slurm job 602: TIMEOUT after 76 s (limit 60 s))" in capsys.readouterr().out
 
@@ -554,7 +554,7 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 def test_watch_command_on_an_ended_sweep_prints_its_summary_at_once(home: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from slurmml.cli_watch import watch
+    from slurmml.cli.watch import watch
 
     long_ago = time.time() - 7200
     spools = {j: spool(tmp_path / "spool" / f"{j}.jsonl", {"k": "start", "t": long_ago},
@@ -574,7 +574,7 @@ def test_watch_command_on_an_ended_sweep_prints_its_summary_at_once(home: Path, 
 def test_watch_command_unknown_sweep_and_ctrl_c(home: Path, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from slurmml.cli_watch import watch
+    from slurmml.cli.watch import watch
     from slurmml.errors import SlurmmlError
 
     (home / "s1").mkdir()
@@ -585,7 +585,7 @@ def test_watch_command_unknown_sweep_and_ctrl_c(home: Path, monkeypatch) -> None
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("slurmml.cli_watch.follow", interrupted)
+    monkeypatch.setattr("slurmml.cli.watch.follow", interrupted)
     stopped = CliRunner().invoke(watch, [str(home / "s1")])  # found by its directory
     assert stopped.exit_code == 130
     assert "stopped watching; the jobs keep running" in stopped.output

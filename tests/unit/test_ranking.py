@@ -1,4 +1,4 @@
-"""Which way is better (slurmml.ranking), what a sweeper declares, and which return values are a run's result."""
+"""Which way is better (slurmml.core.direction), what a sweeper declares, and which return values are a run's result."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from slurmml.launcher.recording import sweeper_direction
 from slurmml.launcher.task import numeric_result
-from slurmml.ranking import declared_direction, metric_mode, name_direction, shared_direction
+from slurmml.core.direction import declared_direction, metric_mode, name_direction, shared_direction
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 
@@ -91,7 +91,7 @@ def test_which_return_values_are_a_result(value, result) -> None:
 
 
 def test_the_default_metric_is_the_result_only_where_its_direction_is_known() -> None:
-    from slurmml.ranking import default_metric
+    from slurmml.core.direction import default_metric
 
     logged = {"loss": 6, "val_acc": 6, "train_acc": 2}
     assert default_metric(logged, has_result=True, declared="min") == "result"  # an optimizing sweeper's objective

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from slurmml.cli import main
-from slurmml.cli_report import report as report_command
+from slurmml.cli.report import report as report_command
 from slurmml.errors import SlurmmlError
 from slurmml.registry.registry import Registry
-from slurmml.report import (
+from slurmml.report.collect import (
     Inputs,
     aggregate,
     build_report,
@@ -25,7 +25,7 @@ from slurmml.report import (
     parse_when,
     reconcile_state,
 )
-from slurmml.report_html import histogram_counts, nice_ticks, render_html, write_html
+from slurmml.report.html import histogram_counts, nice_ticks, render_html, write_html
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report
 from slurmml.tracking.spool import encode
 
@@ -361,7 +361,7 @@ def test_report_modules_import_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, slurmml.cli_report, slurmml.report, slurmml.report_html, slurmml.slurm.accounting; "
+    code = ("import sys, slurmml.cli.report, slurmml.report.collect, slurmml.report.html, slurmml.slurm.accounting; "
             "print('\\n'.join(sys.modules))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert loaded & {"rich", "hydra", "submitit", "torch", "textual", "boto3", "pynvml", "sqlite3"} == set()

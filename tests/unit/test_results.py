@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from slurmml.cli import main as cli
-from slurmml.cli_watch import snapshot
+from slurmml.cli.watch import snapshot
 from slurmml.registry.registry import Registry
 from slurmml.registry.schema import MIGRATIONS
-from slurmml.report import build_report, run_records
+from slurmml.report.collect import build_report, run_records
 from slurmml.tracking.spool import encode
 
 T = 1_800_000_000.0
@@ -188,8 +188,8 @@ def test_cli_runs_show_and_sweeps(home: Path) -> None:
 
 
 def test_the_tui_shows_results_and_ranks_the_way_the_sweep_declared(registry: Registry) -> None:
-    from tui.model import cell_text, columns_for, sort_rows
-    from tui.source import RegistrySource
+    from slurmml.tui.model import cell_text, columns_for, sort_rows
+    from slurmml.tui.source import RegistrySource
 
     source = RegistrySource(registry)
     rows = [row for row in source.snapshot().rows if row.sweep_id == "opt"]

@@ -1,4 +1,4 @@
-"""Every CLI table at 80 and 120 columns (slurmml.tables), and user text shown as plain text, never markup.
+"""Every CLI table at 80 and 120 columns (slurmml.core.tables), and user text shown as plain text, never markup.
 
 The registry is the TUI tests' fixed one (real ids, filled through spools and ingest), plus a sweep whose
 runs carry text that looks like Rich markup or HTML and end in the longest state words.
@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from slurmml.cli import main
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
-from slurmml.report import build_report
-from slurmml.report_html import render_html
-from slurmml.states import ALL_STATES
-from slurmml.tables import Column, fit
+from slurmml.report.collect import build_report
+from slurmml.report.html import render_html
+from slurmml.core.states import ALL_STATES
+from slurmml.core.tables import Column, fit
 from tests.tui.conftest import FAILED_RUN, FIXED, SWEEP_A, SWEEPS, Run, build_registry, config, write_spool
 
 TRICKY = "20260101-120000-e5f6"
@@ -226,7 +226,7 @@ def test_fit_gives_free_text_what_is_left() -> None:
 
 
 def test_watch_progress_bar_shows_its_title_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
-    from slurmml.cli_watch import Snapshot, _Display
+    from slurmml.cli.watch import Snapshot, _Display
 
     with _Display("sweep [/x] [bold]", stderr_is_terminal=True) as display:
         display.update(Snapshot({"RUNNING": 1}, None, None))

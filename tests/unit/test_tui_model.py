@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tui.model import (ACTIVE_STATES, Column, FilterQuery, GroupLine, RunRow, apply_filter, cell_text, columns_for,
+from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, GroupLine, RunRow, apply_filter, cell_text, columns_for,
                        differing_keys, distinguishing_overrides, format_age, format_duration, format_number,
                        group_by_sweep, parse_filter_text, sort_rows, state_counts)
-from tui.source import LogTail, log_paths
+from slurmml.tui.source import LogTail, log_paths
 
 NOW = 1_000_000.0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
 from slurmml.launcher import batch
-from slurmml.states import ALL_STATES
+from slurmml.core.states import ALL_STATES
 
 
 def resolve_sweep(sweep: str) -> list[Path]:

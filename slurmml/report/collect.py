@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Optional, Union
 
 from slurmml.errors import SlurmmlError
-from slurmml.ranking import RESULT, default_metric, metric_mode, shared_direction
+from slurmml.core.direction import RESULT, default_metric, metric_mode, shared_direction
 from slurmml.slurm.accounting import JobRecord, cpu_efficiency, gpu_hours, memory_efficiency, time_efficiency
-from slurmml.states import is_active, is_failed, is_final, run_state_of, shown_slurm_state
+from slurmml.core.states import is_active, is_failed, is_final, run_state_of, shown_slurm_state
 
 IDLE_UTIL = 10.0  # a run whose GPUs averaged less than this utilization (%) counts as idle
 BEST_RUNS = 5
@@ -447,7 +447,7 @@ def aggregate(inputs: Inputs, metric: Optional[str] = None, mode: Optional[str] 
               now: Optional[float] = None, metric_picked: bool = False) -> Report:
     """Pure: the rows read from the registry to a Report (no curves: build_report adds them).
 
-    Without `mode`, slurmml.ranking decides which way is better: for each sweep from the direction it declared,
+    Without `mode`, slurmml.core.direction decides which way is better: for each sweep from the direction it declared,
     for the totals and the best runs from the direction the sweeps in the report agree on.
     """
     if mode not in (None, "max", "min"):
@@ -484,8 +484,8 @@ def build_report(registry: Any, sweep: Optional[str] = None, since: When = None,
                  now: Optional[float] = None, max_points: int = 500) -> Report:
     """A report over a sweep, a time window (runs created in [since, until)), a user, or all runs.
 
-    Without `metric`, slurmml.ranking.default_metric picks: the runs' result where the sweeps declared which way
-    it is better, else the validation metric most runs logged. Without `mode`, slurmml.ranking decides.
+    Without `metric`, slurmml.core.direction.default_metric picks: the runs' result where the sweeps declared which way
+    it is better, else the validation metric most runs logged. Without `mode`, slurmml.core.direction decides.
     """
     now = time.time() if now is None else now
     start, end = parse_when(since, now), parse_when(until, now)

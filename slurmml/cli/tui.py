@@ -17,13 +17,13 @@ def tui(sweep: str | None, read_only: bool, interval: float, refresh: float) -> 
 
     Press ? inside for the keys. Slurm is asked only through the shared poller.
     """
-    from tui.actions import RunActions
-    from tui.app import SlurmmlApp
-    from tui.source import RegistrySource
+    from slurmml.tui.actions import RunActions
+    from slurmml.tui.app import SlurmmlApp
+    from slurmml.tui.source import RegistrySource
 
     source = RegistrySource.open(poll_interval_s=interval)
     if sweep and not source.registry.conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep,)).fetchone():
-        from slurmml.sweeps import unknown_sweep
+        from slurmml.launcher.sweep_lookup import unknown_sweep
 
         raise unknown_sweep(sweep)
     app = SlurmmlApp(source, None if read_only else RunActions(source), read_only=read_only,

@@ -1,6 +1,6 @@
 """`slurmml watch SWEEP`: follow a sweep in the terminal until every run has ended, then summarize it.
 
-Slurm is asked only through the shared poller (slurmml.poller), whose schedule lives in the registry:
+Slurm is asked only through the shared poller (slurmml.poller.loop), whose schedule lives in the registry:
 however many watchers and TUIs follow the same registry, squeue runs once per interval in all. The
 display itself reads the registry about once a second.
 """
@@ -30,7 +30,7 @@ def watch(sweep: str, metric: str | None, mode: str | None, interval: float) -> 
     """
     import sys
 
-    from slurmml.poller import Poller
+    from slurmml.poller.loop import Poller
     from slurmml.registry.registry import Registry
 
     registry = Registry(create=False)
@@ -69,7 +69,7 @@ class Snapshot:
     """Where a sweep stands: run counts by state and the best metric value so far."""
 
     def __init__(self, states: dict[str, int], metric: str | None, best: dict | None) -> None:
-        from slurmml.states import NOT_STARTED_STATES, SUCCESS_STATE, is_failed
+        from slurmml.core.states import NOT_STARTED_STATES, SUCCESS_STATE, is_failed
 
         self.states = states
         self.total = sum(states.values())
@@ -93,8 +93,8 @@ class Snapshot:
 
 def snapshot(registry, ids: list[str], metric: str | None = None, mode: str | None = None) -> Snapshot:
     """Counts by state, and the best run so far (never a failed one) by `metric`, by default the one
-    slurmml.ranking.default_metric picks; best as slurmml.ranking says."""
-    from slurmml.ranking import default_metric, metric_mode, shared_direction
+    slurmml.core.direction.default_metric picks; best as slurmml.core.direction says."""
+    from slurmml.core.direction import default_metric, metric_mode, shared_direction
 
     marks = ",".join("?" * len(ids))
     states = dict(registry.conn.execute(
@@ -190,7 +190,7 @@ class _Display:
 def print_summary(registry, ids: list[str], current: Snapshot, metric: str | None = None,
                   mode: str | None = None) -> None:
     """Per-state counts, the best run, and why each run that did not complete ended."""
-    from slurmml.tables import GLUE, print_text  # wrapped to the terminal, plain text
+    from slurmml.core.tables import GLUE, print_text  # wrapped to the terminal, plain text
 
     tally = "  ".join(f"{state}{GLUE}{count}" for state, count in sorted(current.states.items()))
     print_text(f"sweep {' '.join(ids)}: {current.total} run(s) ended: {tally}")
@@ -213,10 +213,10 @@ def print_summary(registry, ids: list[str], current: Snapshot, metric: str | Non
 
 
 def _print_report(registry, ids: list[str], metric: str | None, mode: str | None) -> bool:
-    """The tables of `slurmml report` for each sweep (when this installation has slurmml.report)."""
+    """The tables of `slurmml report` for each sweep (when this installation has slurmml.report.collect)."""
     try:
-        from slurmml.cli_report import _print_tables
-        from slurmml.report import build_report
+        from slurmml.cli.report import _print_tables
+        from slurmml.report.collect import build_report
     except ImportError:
         return False
     for sweep in ids:

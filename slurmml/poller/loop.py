@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
 from slurmml.registry import jobs
-from slurmml.states import FINAL_STATES, NOT_STARTED_STATES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING, run_state_of
+from slurmml.core.states import FINAL_STATES, NOT_STARTED_STATES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING, run_state_of
 from slurmml.slurm.accounting import (
     SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report, parse_sacct_time, sacct_report_command, unknown_sacct_field,
 )

@@ -11,7 +11,7 @@ import click
 
 from slurmml import __version__
 from slurmml.errors import SlurmmlError
-from slurmml.tables import Column
+from slurmml.core.tables import Column
 
 
 class _Group(click.Group):
@@ -27,7 +27,7 @@ class _Group(click.Group):
 
 def _emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[Any], title: str = "") -> None:
     """Rows as JSON, CSV (every column) or a table fitted to the terminal (columns: names or tables.Column)."""
-    from slurmml.tables import print_table
+    from slurmml.core.tables import print_table
 
     columns = list(columns)
     if as_json:
@@ -52,10 +52,10 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from slurmml.cli_actions import cancel, clone, requeue
-    from slurmml.cli_report import report
-    from slurmml.cli_tui import tui
-    from slurmml.cli_watch import watch
+    from slurmml.cli.actions import cancel, clone, requeue
+    from slurmml.cli.report import report
+    from slurmml.cli.tui import tui
+    from slurmml.cli.watch import watch
 
     main.add_command(report)
     main.add_command(tui)
@@ -113,7 +113,7 @@ def info(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
-        from slurmml.tables import print_fields
+        from slurmml.core.tables import print_fields
 
         print_fields(facts.items())
 
@@ -124,8 +124,8 @@ def info(as_json: bool) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def status(sweep: str, as_json: bool, as_csv: bool) -> None:
     """Where each task of SWEEP (a sweep id or directory) stands, as the shared poller last saw it."""
-    from slurmml.sweeps import counts, resolve_sweep, sweep_record
-    from slurmml.tables import print_text
+    from slurmml.launcher.sweep_lookup import counts, resolve_sweep, sweep_record
+    from slurmml.core.tables import print_text
 
     state_dirs = resolve_sweep(sweep)
     registry = _registry([sweep_record(state_dir)["sweep_id"] for state_dir in state_dirs])
@@ -151,9 +151,9 @@ def _last_line(text: str | None) -> str:
 
 def _registry(sweep_ids: Iterable[str | None] = (), run_ids: Iterable[str] = ()) -> Any:
     """The registry, with every run's new spool records ingested first (so every view reads the same state),
-    then one round of the shared poller (slurmml.poller.catch_up) for the runs the command shows."""
+    then one round of the shared poller (slurmml.poller.loop.catch_up) for the runs the command shows."""
     from slurmml.home import slurmml_home
-    from slurmml.poller import catch_up
+    from slurmml.poller.loop import catch_up
     from slurmml.registry.registry import Registry
 
     registry = Registry(create=False)
@@ -186,7 +186,7 @@ def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int
     """Runs with their state, their result (the task's numeric return value) and the last value of each logged
     metric."""
     from slurmml.registry.registry import RUN_FIELDS
-    from slurmml.sweeps import unknown_sweep
+    from slurmml.launcher.sweep_lookup import unknown_sweep
 
     registry = _registry([sweep])
     if sweep and not registry.has_sweep(sweep):
@@ -208,8 +208,8 @@ _RUN_COLUMNS = ["id", "state", Column("slurm_job_id", "job", priority=5), Column
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Everything recorded about one run: config, overrides, result, Slurm facts, state history, metric summaries
-    (with each metric's best: slurmml.ranking), logged params."""
-    from slurmml.ranking import metric_mode
+    (with each metric's best: slurmml.core.direction), logged params."""
+    from slurmml.core.direction import metric_mode
 
     run = _registry(run_ids=[run_id]).run(run_id)
     for name, summary in run["metrics"].items():
@@ -219,8 +219,8 @@ def show(run_id: str, as_json: bool) -> None:
         return
     from rich.pretty import Pretty
 
-    from slurmml.states import state_path
-    from slurmml.tables import console, print_fields
+    from slurmml.core.states import state_path
+    from slurmml.core.tables import console, print_fields
 
     out = console()
     fields = [(key, run.get(key)) for key in ("id", "sweep_id", "job_num", "state", "exit_code", "result", "error",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from slurmml.errors import SlurmmlError
-from slurmml.states import FINAL_STATES, NOT_STARTED_STATES
+from slurmml.core.states import FINAL_STATES, NOT_STARTED_STATES
 from slurmml.slurm.commands import CommandResult, run_command
 
 ACTIONS = ("cancel", "requeue", "clone")

@@ -32,8 +32,8 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
 
     from slurmml.cli import _emit, _registry
     from slurmml.errors import SlurmmlError
-    from slurmml.report import build_report, run_records
-    from slurmml.sweeps import unknown_sweep
+    from slurmml.report.collect import build_report, run_records
+    from slurmml.launcher.sweep_lookup import unknown_sweep
 
     if sum([as_json, as_csv, html_path is not None]) > 1:
         raise SlurmmlError("choose one of --json, --csv and --html")
@@ -60,7 +60,7 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
         columns = list(rows[0]) if rows else list(_run_columns(result))
         _emit(rows, False, True, columns)
     elif html_path:
-        from slurmml.report_html import write_html
+        from slurmml.report.html import write_html
 
         write_html(result, html_path)
         click.echo(f"wrote {html_path} ({result.totals.runs} runs, {len(result.sweeps)} sweeps)")
@@ -69,7 +69,7 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
 
 
 def _run_columns(result) -> list[str]:
-    from slurmml.report import RESULT, RUN_COLUMNS
+    from slurmml.report.collect import RESULT, RUN_COLUMNS
 
     return [c for c in RUN_COLUMNS if c != "metric"] + ([result.metric] if result.metric not in (None, RESULT) else [])
 
@@ -95,15 +95,15 @@ def _number(value) -> str:
 
 def _table(title: str, spec: list, items: list, out) -> None:
     """spec: (tables.Column, the cell of one item) pairs; a narrow terminal hides the higher priorities first."""
-    from slurmml.tables import print_table
+    from slurmml.core.tables import print_table
 
     print_table([column for column, _ in spec], [{column.key: get(item) for column, get in spec} for item in items],
                 title, out)
 
 
 def _print_tables(result, emit=None) -> None:
-    from slurmml.report import RESULT
-    from slurmml.tables import GLUE, Column, console, print_text
+    from slurmml.report.collect import RESULT
+    from slurmml.core.tables import GLUE, Column, console, print_text
 
     out = console()
     totals = result.totals

@@ -1,4 +1,4 @@
-"""`slurmml cancel`, `slurmml requeue` and `slurmml clone`: the run actions (slurmml.actions), also in the TUI."""
+"""`slurmml cancel`, `slurmml requeue` and `slurmml clone`: the run actions (slurmml.control.actions), also in the TUI."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def cancel(run_ids: tuple[str, ...]) -> None:
 
     Only your own runs that have not ended. Runs launched on this machine (slurmml_local) have no Slurm job.
     """
-    from slurmml.actions import cancel_run
+    from slurmml.control.actions import cancel_run
 
     _each(cancel_run, run_ids)
 
@@ -50,7 +50,7 @@ def requeue(run_ids: tuple[str, ...]) -> None:
     The run is QUEUED again and counts a restart when it starts. Slurm holds a requeued job about 2 minutes
     before it starts, and forgets a job 5 minutes (MinJobAge) after it ended: clone such a run instead.
     """
-    from slurmml.actions import requeue_run
+    from slurmml.control.actions import requeue_run
 
     _each(requeue_run, run_ids)
 

@@ -11,7 +11,7 @@ import time
 from html import escape
 from typing import Any, Iterable, Optional, Sequence
 
-from slurmml.report import Report
+from slurmml.report.collect import Report
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac"]

@@ -1,0 +1,1 @@
+"""Acting on runs from the login node: cancel, requeue, clone."""

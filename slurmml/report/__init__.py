@@ -1,0 +1,1 @@
+"""Efficiency, GPU-hours and failure reports over the registry and sacct's records."""
