@@ -123,7 +123,8 @@ def test_each_way_a_job_ends_gets_its_state(tmp_path: Path, job_name: str, slurm
     assert {case: run["state"] for case, run in by_case.items()} == {
         "ok": "COMPLETED", "fail": "FAILED", "timeout": "TIMEOUT", "cancel": "CANCELLED", "requeue": "COMPLETED",
         **({"memory": "OUT_OF_MEMORY"} if memory else {}),
-    }, states
+    }, {case: (run["error"], run["restarts"], [(s["state"], s["source"]) for s in run["states"]])
+         for case, run in by_case.items()}
     assert by_case["fail"]["exit_code"] == 1 and "ends app failing on purpose" in by_case["fail"]["error"]
     assert "TIMEOUT" in by_case["timeout"]["error"]
     assert re.search(r"CANCELLED by \w+ \(uid \d+\)", by_case["cancel"]["error"]), by_case["cancel"]["error"]

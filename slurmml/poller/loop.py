@@ -340,17 +340,27 @@ class Poller:
         # for again unprompted (a view that shows it still asks); a purged or never-accounted job
         records += [JobRecord(job_id=run.job_id, state=None, source="sacct", updated=now) for run in chosen
                     if run.final and run.job_id not in answered and (run.ended or now) + SACCT_LAG_S <= now]
-        self._store_sacct(records)
+        self._store_sacct(records, active={r.job_id for r in runs if not r.final})
         jobs.record_call(self.registry, "sacct", now, finished, True, self.sacct_interval_s, BACKOFF_MAX_S)
         report.answered += 1
 
-    def _store_sacct(self, records: list[JobRecord]) -> None:
+    def _store_sacct(self, records: list[JobRecord], active: set[str]) -> None:
         cached = jobs.cached_records(self.registry, (rec.job_id for rec in records))
+        squeue_ok = jobs.mark(self.registry, "squeue.ok")
+        recent_squeue = (squeue_ok.last if squeue_ok is not None and squeue_ok.last is not None
+                         and self.clock() - squeue_ok.last <= 2 * self.squeue_interval_s + CALL_TIMEOUT_S else None)
         merged = []
         for rec in records:
             old = cached.get(rec.job_id)
             if old is not None and old.source == "squeue" and _earlier_execution(rec, old):
                 continue  # sacct (lagging) still describes the execution a requeue ended: squeue has seen the next
+            if (rec.state in SLURM_FINAL and rec.job_id in active and recent_squeue is not None and old is not None
+                    and old.source == "squeue" and (old.updated or 0) >= recent_squeue):
+                # the last squeue still listed the job and its run recorded no end: the queue is newer than the
+                # accounting database, and right after a requeue sacct calls the killed execution FAILED with
+                # the Submit squeue still shows (COMPLETING, RestartCnt 1). The final word counts once a squeue
+                # no longer lists the job (the run is then sacct's target again).
+                continue
             if old is not None and rec.state is not None:
                 rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0), submit=rec.submit or old.submit)
                 if rec.state not in SLURM_FINAL and old.source == "squeue":

@@ -633,6 +633,53 @@ def test_sacct_of_the_execution_a_requeue_ended_never_settles_the_run(tmp_path: 
     assert run["state"] == "COMPLETED" and run["restarts"] == 1
 
 
+def test_sacct_of_a_killed_execution_while_squeue_shows_it_completing_never_settles_the_run(tmp_path: Path) -> None:
+    """The same race one step earlier (CI on a fresh clone): right after `scontrol requeue`, squeue lists the
+    killed execution COMPLETING with RestartCnt 1 and the Submit it had, and sacct, asked in the same round
+    about another task of the array, calls that execution FAILED with the same Submit (tests/data/poller/
+    README.md). A final word from sacct about a job the last squeue listed waits for a squeue that no longer
+    lists it: the queue is newer than the accounting database."""
+    t0 = time.time() + T0_OFFSET
+    spool_path = tmp_path / "spool.jsonl"
+    registry = make_registry(tmp_path / "registry.db", ["4745_4", "4745_0"], spools={"4745_4": str(spool_path)})
+    fake = FakeSlurm(t0, [FakeJob("4745_4", start=t0 + 2, end=t0 + 90, requeued_at=t0 + 25, start_again=t0 + 30),
+                          FakeJob("4745_0", start=t0 + 2, end=t0 + 19)])  # sacct's target right then
+    first_submit = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(parse_time(submit_of("COMPLETED")) - 60))
+    completing = with_submit(with_id(SQUEUE_RUNNING, "4745_4"), first_submit).split("|")
+    completing[1], completing[3] = "COMPLETING", "1"
+
+    def requeue_under_way(now: float):
+        if t0 + 20 <= now < t0 + 25:
+            return CommandResult(("squeue",), 0, "|".join(completing) + "\n", "")
+        return None
+
+    submit = FIELDS_22_05.index("Submit")
+    killed = []  # the killed execution: FAILED, with the Submit squeue still shows
+    for line in SACCT_ENDED["FAILED"][:1]:
+        fields = with_id(line, "4745_4", "4750").split("|")
+        fields[submit] = first_submit
+        killed.append("|".join(fields))
+
+    def lagging_sacct(now: float):
+        if t0 + 20 <= now < t0 + 90:
+            return CommandResult(("sacct",), 0, "".join(
+                line + "\n" for line in killed + SACCT_ENDED["COMPLETED"]), "")
+        return None
+
+    fake.squeue_answer, fake.sacct_answer = requeue_under_way, lagging_sacct
+    poller = Poller(registry, run=fake.run, clock=fake.clock, squeue_interval_s=5, sacct_interval_s=5)
+    for until in range(int(t0) + 5, int(t0) + 88, 5):
+        drive(fake, [poller], until=until, step_s=1)
+        assert state(registry, "s1-0") in {"QUEUED", "RUNNING"}, fake.now - t0
+    squeues = [at for at in fake.times("squeue") if t0 + 20 <= at < t0 + 25]
+    assert squeues and any(at in squeues for at in fake.times("sacct")), "no sacct in a round that saw COMPLETING"
+    spool(spool_path, {"k": "start", "t": t0 + 3}, {"k": "start", "t": t0 + 31},
+          {"k": "end", "t": t0 + 89, "state": "COMPLETED", "exit_code": 0})
+    drive(fake, [poller], until=t0 + 200, step_s=1)
+    run = registry.run("s1-0")
+    assert run["state"] == "COMPLETED" and run["restarts"] == 1
+
+
 def test_a_run_that_ended_after_the_last_squeue_still_gets_sacct(tmp_path: Path) -> None:
     """squeue last saw the job RUNNING, then the run ended on its own and nothing was active any more."""
     t0 = time.time() + T0_OFFSET
