@@ -69,7 +69,7 @@ class Call:
 
 
 class TimedCallCounter:
-    """slurmml.slurm.callcount.SlurmCallCounter with timestamps: each wrapper logs who called it and when.
+    """tests.slurm_calls.SlurmCallCounter with timestamps: each wrapper logs who called it and when.
 
     A line is written when the call has returned (`name who start end`), so the end of the sbatch call
     is the moment the sweep was queued. srun is exec'd (its line is written first, with no end) so that

@@ -391,14 +391,20 @@ def child_main(kind: str, db: Path, spawned_at: float, refresh_s: float) -> int:
             return str(table.get_row_at(0)[0]) if table.row_count else "?"
 
     shows: list[tuple[float, float]] = []
-    show = app._show_snapshot
+    if kind == "slurmml":  # the runs view's method that puts a snapshot's rows into its table, on the UI thread
+        from slurmml.tui.runs_screen import RunsScreen
 
-    def timed_show(snapshot: Any) -> None:
+        owner, name = RunsScreen, "show_snapshot"
+    else:
+        owner, name = app, "_show_snapshot"
+    show = getattr(owner, name)
+
+    def timed_show(*args: Any) -> None:
         begin = time.perf_counter()
-        show(snapshot)
+        show(*args)
         shows.append((begin, time.perf_counter()))
 
-    app._show_snapshot = timed_show
+    setattr(owner, name, timed_show)
     probe = Probe(app, table_class, table_of, state, first_id)
     out = asyncio.run(_drive(kind, app, probe, source, marks))
     out.update({

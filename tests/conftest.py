@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmml.slurm.callcount import SlurmCallCounter
+from tests.slurm_calls import SlurmCallCounter
 from slurmml.slurm.commands import available, run_command
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ from slurmml.launcher import batch
 from slurmml.poller.loop import Poller, poll_until_final
 from slurmml.core.states import FINAL_STATES
 from slurmml.registry.registry import Registry
-from slurmml.slurm.callcount import SlurmCallCounter
+from tests.slurm_calls import SlurmCallCounter
 from slurmml.slurm.commands import run_command
 from tests.conftest import copy_app, run_app, wait_until
 

@@ -1,5 +1,6 @@
-"""Secrets given on the command line never reach what slurmml stores or shows (DESIGN rule 7), and a clone
-still runs with the real values. A real Hydra sweep on the local backend: no cluster needed."""
+"""Secrets given on the command line never reach what slurmml stores or shows (docs/architecture.md,
+"Nothing secret is stored"), and a clone still runs with the real values. A real Hydra sweep on the local
+backend: no cluster needed."""
 
 from __future__ import annotations
 

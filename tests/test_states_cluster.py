@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slurmml.poller.loop import SQUEUE_FIELDS, Poller, parse_squeue_records, poll_until_final
+from slurmml.poller.loop import Poller, poll_until_final
 from slurmml.registry.registry import Registry
-from slurmml.slurm.callcount import SlurmCallCounter
+from tests.slurm_calls import SlurmCallCounter
 from slurmml.slurm.commands import run_command
-from slurmml.slurm.parse import parse_scontrol_config
+from slurmml.slurm.parse import SQUEUE_FIELDS, parse_scontrol_config, parse_squeue
 from tests.conftest import copy_app, run_app, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -46,7 +46,7 @@ def queue(app: Path, name: str, sweep_dir: str, *overrides: str) -> str:
 def squeue_state(job_id: str) -> tuple[str, int]:
     out = run_command(["squeue", "--noheader", "--array", f"--jobs={job_id}",
                        f"--Format={SQUEUE_FIELDS}"])
-    records = [r for r in parse_squeue_records(out.stdout) if r.job_id == job_id] if out.ok else []
+    records = [r for r in parse_squeue(out.stdout) if r.job_id == job_id] if out.ok else []
     return (records[0].state, records[0].restarts) if records else ("GONE", 0)
 
 

@@ -1,6 +1,7 @@
 """The TUI's side effects on runs (cancel, requeue, clone), through slurmml.control.actions.
 
-Called from background workers; registry access goes under the data source's lock.
+Called from background workers. scancel and scontrol go through the data source's connection for updates
+(RegistrySource.updating), so the views' reads never wait for them.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ class RunActions:
         return actions.refusal(action, run, row.owner or None, self.source.user)
 
     def cancel(self, run_id: str) -> actions.ActionResult:
-        with self.source.lock:
-            return actions.cancel_run(self.source.registry, run_id, me=self.source.user)
+        with self.source.updating() as registry:
+            return actions.cancel_run(registry, run_id, me=self.source.user)
 
     def requeue(self, run_id: str) -> actions.ActionResult:
-        with self.source.lock:
-            return actions.requeue_run(self.source.registry, run_id, me=self.source.user)
+        with self.source.updating() as registry:
+            return actions.requeue_run(registry, run_id, me=self.source.user)
 
     def clone(self, run_id: str, overrides: list[str]) -> actions.ActionResult:
         # a subprocess: the run's pickled task is loaded there, never into this process

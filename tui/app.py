@@ -1,21 +1,27 @@
 """`slurmml tui`: the app that ties the screens to the data source and to the run actions.
 
-The app is built from injected parts (source, actions, clock) so tests and benchmarks can drive it.
-All registry, file and Slurm work runs in thread workers (tui.workers); the UI thread only filters and draws.
+The app is built from injected parts (source, actions, clock) so tests and benchmarks can drive it, and it
+hands each screen the parts that screen needs. A screen asks for anything beyond its own view with a
+message (tui.messages) that the app handles here: which screen comes next, and whether an action on runs
+is allowed, confirmed and done. All registry, file and Slurm work runs in thread workers (tui.workers); the
+UI thread only filters and draws.
 """
 
 from __future__ import annotations
 
+import gc
 import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
+from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested
 from slurmml.tui.model import ACTIVE_STATES, RunRow
 from slurmml.tui.runs_screen import RunsScreen
 from slurmml.tui.source import RegistrySource, Snapshot
@@ -56,7 +62,7 @@ class SlurmmlApp(App):
         self._refreshing = False
 
     def get_default_screen(self) -> RunsScreen:
-        return RunsScreen(self.initial_filter)
+        return RunsScreen(self.source, clock=self.clock, read_only=self.read_only, initial_filter=self.initial_filter)
 
     @property
     def runs_screen(self) -> RunsScreen:
@@ -80,8 +86,14 @@ class SlurmmlApp(App):
 
     def _first_snapshot(self, screen: RunsScreen, snapshot: Snapshot) -> None:
         screen.show_snapshot(snapshot)
+        # Once per process, here: what is alive after the first paint (the imports, the widgets, the first
+        # snapshot's tens of thousands of rows) mostly stays alive, and leaving it out of full collections
+        # keeps those short (30 ms otherwise, in the middle of typing). Not per snapshot: gc.freeze is
+        # process-wide, and cyclic garbage pending at a freeze is never collected.
+        gc.freeze()
         self.refresh_now()
 
+    @on(RefreshRequested)
     def refresh_now(self) -> None:
         if not self._refreshing:
             self._refreshing = True
@@ -96,26 +108,38 @@ class SlurmmlApp(App):
             self._refreshing = False
         deliver(screen, screen.refreshed, outcome, snapshot)
 
-    # -- screens ---------------------------------------------------------------------------------------
+    # -- screens (imported when first opened: the first paint does not wait for plotting) ---------------
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def open_run(self, run_id: str) -> None:
+    @on(OpenRun)
+    def open_run(self, message: OpenRun) -> None:
         from slurmml.tui.detail_screen import RunDetailScreen
 
-        self.push_screen(RunDetailScreen(run_id))
+        self.push_screen(RunDetailScreen(message.run_id, self.source, reload_s=self.refresh_s))
 
-    def open_compare(self, run_ids: list[str]) -> None:
+    @on(OpenCompare)
+    def open_compare(self, message: OpenCompare) -> None:
         from slurmml.tui.compare_screen import CompareScreen
 
-        self.push_screen(CompareScreen(run_ids))
+        self.push_screen(CompareScreen(message.run_ids, self.source))
 
-    def open_leaderboard(self, sweep: Optional[str]) -> None:
+    @on(OpenLeaderboard)
+    def open_leaderboard(self, message: OpenLeaderboard) -> None:
         from slurmml.tui.leaderboard_screen import LeaderboardScreen
 
-        self.push_screen(LeaderboardScreen(sweep))
+        self.push_screen(LeaderboardScreen(self.source, message.sweep))
 
     # -- actions on runs ---------------------------------------------------------------------------------
+    @on(ActOnRuns)
+    def act_on_runs(self, message: ActOnRuns) -> None:
+        if message.action == "cancel":
+            self.cancel_runs(message.rows)
+        elif message.action == "requeue":
+            self.requeue_runs(message.rows)
+        elif message.rows:
+            self.clone_run(message.rows[0])
+
     def _allowed(self, action: str, rows: list[RunRow]) -> list[RunRow]:
         """The rows this action may touch; a message for each one it may not."""
         if not rows:

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
 from slurmml.tui.model import differing_keys, distinguishing_overrides
+from slurmml.tui.source import RegistrySource
 from slurmml.tui.workers import background, deliver
 
 MAX_PLOTS = 8
@@ -32,9 +33,10 @@ class CompareScreen(Screen):
     CompareScreen #differences { height: auto; max-height: 10; }
     """
 
-    def __init__(self, run_ids: list[str]) -> None:
+    def __init__(self, run_ids: list[str], source: RegistrySource) -> None:
         super().__init__()
         self.run_ids = run_ids
+        self.source = source
 
     def compose(self) -> ComposeResult:
         yield Static(f"compare {len(self.run_ids)} runs", id="title")
@@ -49,7 +51,7 @@ class CompareScreen(Screen):
 
     @background("comparing runs", group="compare", exclusive=True)
     def load(self) -> None:
-        source = self.app.source
+        source = self.source
         runs = [source.run_detail(run_id) for run_id in self.run_ids]
         metrics: list[str] = []
         for run in runs:

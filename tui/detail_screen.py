@@ -16,8 +16,9 @@ from textual.widgets import Footer, Label, Log, Sparkline, Static, TabbedContent
 from textual_plotext import PlotextPlot
 
 from slurmml.core.direction import metric_mode
+from slurmml.tui.messages import ActOnRuns, RunAction
 from slurmml.tui.model import ACTIVE_STATES, RunRow, format_duration, format_number
-from slurmml.tui.source import LogTail, first_stream, log_paths, log_sizes
+from slurmml.tui.source import LogTail, RegistrySource, first_stream, log_paths, log_sizes
 from slurmml.tui.workers import background, deliver
 
 LOG_POLL_S = 1.0
@@ -103,9 +104,12 @@ class RunDetailScreen(Screen):
     RunDetailScreen Sparkline { height: 4; margin: 0 1 1 1; }
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, source: RegistrySource, *, reload_s: float = 0.0) -> None:
+        """reload_s: how often an active run is read again (0: never; the app's refresh interval)."""
         super().__init__()
         self.run_id = run_id
+        self.source = source
+        self.reload_s = reload_s
         self.run: Optional[dict[str, Any]] = None
         self.stream: Optional[str] = None  # chosen when the run is first loaded (tui.source.first_stream)
         self.tail: Optional[LogTail] = None
@@ -140,8 +144,8 @@ class RunDetailScreen(Screen):
     def on_mount(self) -> None:
         self.load()
         self.set_interval(LOG_POLL_S, self.follow_log)
-        if self.app.refresh_s > 0:
-            self.set_interval(self.app.refresh_s, self.reload_if_active)
+        if self.reload_s > 0:
+            self.set_interval(self.reload_s, self.reload_if_active)
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -149,9 +153,9 @@ class RunDetailScreen(Screen):
     # -- loading -------------------------------------------------------------------------------------------
     @background("loading the run", group="detail", exclusive=True)
     def load(self) -> None:
-        run = self.app.source.run_detail(self.run_id)
+        run = self.source.run_detail(self.run_id)
         names = list(run["metrics"])[:MAX_PLOTS]
-        curves = self.app.source.curves([self.run_id], names) if names else {}
+        curves = self.source.curves([self.run_id], names) if names else {}
         deliver(self, self.show_run, run, curves, first_stream(run["state"], log_sizes(log_paths(run))))
 
     def reload_if_active(self) -> None:
@@ -252,17 +256,18 @@ class RunDetailScreen(Screen):
         return RunRow(run["id"], run.get("sweep_id") or "", run.get("job_num"), run["state"], run.get("slurm_job_id") or "",
                       overrides=" ".join(run.get("overrides") or []), owner=run.get("owner") or "")
 
-    def action_cancel(self) -> None:
+    def _act(self, action: RunAction) -> None:
         if row := self._row():
-            self.app.cancel_runs([row])
+            self.post_message(ActOnRuns(action, [row]))
+
+    def action_cancel(self) -> None:
+        self._act("cancel")
 
     def action_requeue(self) -> None:
-        if row := self._row():
-            self.app.requeue_runs([row])
+        self._act("requeue")
 
     def action_clone(self) -> None:
-        if row := self._row():
-            self.app.clone_run(row)
+        self._act("clone")
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from rich.text import Text
 from textual import on
@@ -14,10 +14,23 @@ from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from slurmml.errors import SlurmmlError
 from slurmml.core.direction import RESULT, default_metric, shared_direction
+from slurmml.tui.messages import OpenRun
 from slurmml.tui.model import format_number
+from slurmml.tui.source import RegistrySource
 from slurmml.tui.workers import background, deliver
 
 ALL_SWEEPS = "__all__"
+NOTHING_LOGGED = "no run has logged it"
+
+
+class Board(NamedTuple):
+    """One ranking, read in a worker, drawn by show_board."""
+
+    metric: str
+    mode: str  # what it was ranked by: min or max
+    group_key: Optional[str]
+    rows: list[dict[str, Any]]
+    empty: str = NOTHING_LOGGED  # what the board says when no row came back
 
 
 class LeaderboardScreen(Screen):
@@ -34,8 +47,9 @@ class LeaderboardScreen(Screen):
     LeaderboardScreen #board { height: 1fr; }
     """
 
-    def __init__(self, sweep: Optional[str] = None) -> None:
+    def __init__(self, source: RegistrySource, sweep: Optional[str] = None) -> None:
         super().__init__()
+        self.source = source
         self.sweep = sweep
         self.mode: Optional[str] = None  # None: the metric's usual best end
         self.shown_mode = "max"  # what the board shows now
@@ -52,29 +66,38 @@ class LeaderboardScreen(Screen):
     def on_mount(self) -> None:
         self.load_choices()
 
-    @background("loading the leaderboard", group="leaderboard-choices", exclusive=True)
+    # "ranking" names it if it fails: ranking is most of what it does
+    @background("ranking", group="leaderboard-choices", exclusive=True)
     def load_choices(self) -> None:
-        metrics = self.app.source.metric_names()
-        sweeps = self.app.source.sweeps()
-        deliver(self, self.show_choices, metrics, sweeps)
-
-    def show_choices(self, metrics: list[str], sweeps: list[dict[str, Any]]) -> None:
-        scope = self.query_one("#scope", Select)
-        metric = self.query_one("#metric", Select)
-        with self.prevent(Select.Changed):  # rank once, below, not once per control set here
-            scope.set_options([("all sweeps", ALL_SWEEPS)] +
-                              [(Text(f"{s['id']} {s.get('name') or ''}".strip()), s["id"]) for s in reversed(sweeps)])
-            if self.sweep and any(s["id"] == self.sweep for s in sweeps):
-                scope.value = self.sweep
-            metric.set_options([(Text(name), name) for name in metrics])  # a prompt str would be read as markup
-            if metrics:
-                scoped = [s for s in sweeps if s["id"] == scope.value] or sweeps
-                logged = {name: 1 for name in metrics if name != RESULT}
-                metric.value = default_metric(logged, RESULT in metrics,
-                                              shared_direction(s.get("direction") for s in scoped))
+        """The controls' choices and the board they open on, read in one worker and drawn in one go. (A
+        second worker, started once the choices were drawn, left a moment with controls and no board, which
+        a snapshot on a loaded machine caught.)"""
+        metrics = self.source.metric_names()
+        sweeps = self.source.sweeps()
+        scope = self.sweep if self.sweep and any(s["id"] == self.sweep for s in sweeps) else ALL_SWEEPS
+        metric, board = None, None
         if metrics:
-            self.rank()
-        else:
+            scoped = [s for s in sweeps if s["id"] == scope] or sweeps
+            logged = {name: 1 for name in metrics if name != RESULT}
+            metric = default_metric(logged, RESULT in metrics, shared_direction(s.get("direction") for s in scoped))
+            board = self._ranked(metric, None, None if scope == ALL_SWEEPS else scope, None)
+        deliver(self, self.show_choices, metrics, sweeps, scope, metric, board)
+
+    def show_choices(self, metrics: list[str], sweeps: list[dict[str, Any]], scope: str, metric: Optional[str],
+                     board: Optional[Board]) -> None:
+        scope_select = self.query_one("#scope", Select)
+        metric_select = self.query_one("#metric", Select)
+        with self.prevent(Select.Changed):  # the board below is for these values: setting them ranks nothing
+            scope_select.set_options([("all sweeps", ALL_SWEEPS)] + [
+                (Text(f"{s['id']} {s.get('name') or ''}".strip()), s["id"]) for s in reversed(sweeps)])
+            scope_select.value = scope
+            # a prompt str would be read as markup
+            metric_select.set_options([(Text(name), name) for name in metrics])
+            if metric is not None:
+                metric_select.value = metric
+        if board is not None:
+            self.show_board(board)
+        elif not metrics:
             self.query_one("#board", DataTable).add_column("no metrics logged yet")
 
     @on(Select.Changed, "#metric")
@@ -105,18 +128,24 @@ class LeaderboardScreen(Screen):
 
     @background("ranking", group="leaderboard", exclusive=True)
     def _rank(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str]) -> None:
-        try:
-            mode, rows = self.app.source.leaderboard(metric, mode, sweep, group_key)
-        except SlurmmlError as error:
-            deliver(self, self.app.notify, str(error), severity="error", markup=False)
-            return
-        empty = "no run has logged it"
-        if not rows and group_key and not self.app.source.has_config_key(group_key):
-            empty = f"no run has a config key {group_key!r} (nested keys are dotted, e.g. model.name)"
-        deliver(self, self.show_board, metric, mode, group_key, rows, empty)
+        board = self._ranked(metric, mode, sweep, group_key)
+        if board is not None:
+            deliver(self, self.show_board, board)
 
-    def show_board(self, metric: str, mode: str, group_key: Optional[str], rows: list[dict[str, Any]],
-                   empty: str = "no run has logged it") -> None:
+    def _ranked(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str]) -> Optional[Board]:
+        """In a worker: the ranking, or None once the user was told why there is none."""
+        try:
+            mode, rows = self.source.leaderboard(metric, mode, sweep, group_key)
+        except SlurmmlError as error:
+            deliver(self, self.notify, str(error), severity="error", markup=False)
+            return None
+        if not rows and group_key and not self.source.has_config_key(group_key):
+            return Board(metric, mode, group_key, rows,
+                         f"no run has a config key {group_key!r} (nested keys are dotted, e.g. model.name)")
+        return Board(metric, mode, group_key, rows)
+
+    def show_board(self, board: Board) -> None:
+        metric, mode, group_key, rows, empty = board
         self.shown_mode = mode
         self.query_one("#title", Static).update(
             f"leaderboard · {metric} ({'highest' if mode == 'max' else 'lowest'} first, m: flip)"
@@ -136,4 +165,4 @@ class LeaderboardScreen(Screen):
     @on(DataTable.RowSelected, "#board")
     def open_run(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
-            self.app.open_run(str(event.row_key.value))
+            self.post_message(OpenRun(str(event.row_key.value)))

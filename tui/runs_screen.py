@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from textual import on
 from textual.app import ComposeResult
@@ -13,10 +13,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from slurmml.errors import SlurmmlError
-from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, RunRow, apply_filter, columns_for, format_age, group_by_sweep, parse_filter_text,
-                       sort_rows, state_counts)
+from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested, RunAction
+from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, apply_filter, columns_for, format_age, group_by_sweep,
+                               parse_filter_text, sort_rows, state_counts)
 from slurmml.tui.run_table import RunTable
-from slurmml.tui.source import RefreshOutcome, Snapshot
+from slurmml.tui.source import RefreshOutcome, RegistrySource, Snapshot
 from slurmml.tui.workers import background, deliver
 
 
@@ -43,8 +44,12 @@ class RunsScreen(Screen):
     RunsScreen #status { height: 1; background: $panel; padding: 0 1; }
     """
 
-    def __init__(self, initial_filter: str = "") -> None:
+    def __init__(self, source: RegistrySource, *, clock: Callable[[], float] = time.time, read_only: bool = False,
+                 initial_filter: str = "") -> None:
         super().__init__()
+        self.source = source  # answers the filter's expressions; snapshots come from the app (show_snapshot)
+        self.clock = clock
+        self.read_only = read_only
         self.snapshot: Optional[Snapshot] = None
         self.columns: list[Column] = []
         self.query_text = initial_filter
@@ -57,7 +62,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("slurmml · runs", id="title")
-        yield RunTable(self.app.clock, id="runs")
+        yield RunTable(self.clock, id="runs")
         with Horizontal(id="filter-bar", classes="visible" if self.query_text else ""):
             yield Input(self.query_text, placeholder="filter: words, state, lr<0.01, model=mlp, val_acc>0.9", id="filter")
             yield Static("", id="filter-problem", markup=False)
@@ -77,9 +82,6 @@ class RunsScreen(Screen):
         first = self.snapshot is None
         self.snapshot = snapshot
         self.columns = columns_for(snapshot.rows, snapshot.metrics)  # sized once per snapshot, not per keystroke
-        # 10,000s of rows make each full garbage collection take 30 ms, in the middle of typing; the rows hold
-        # no reference cycles (refcounting frees an old snapshot), so the collector can leave them alone
-        gc.freeze()
         if first and self.filter.expressions:
             self._match_expressions(self.filter.expressions)
         else:
@@ -90,7 +92,7 @@ class RunsScreen(Screen):
             self.show_snapshot(snapshot)
         self.show_slurm_age(outcome.slurm_checked_at)
         for problem in outcome.problems:
-            self.app.notify(problem, severity="warning", timeout=8, markup=False)
+            self.notify(problem, severity="warning", timeout=8, markup=False)
 
     def show_slurm_age(self, checked_at: Optional[float]) -> None:
         self.slurm_checked_at = checked_at
@@ -100,7 +102,7 @@ class RunsScreen(Screen):
         """Filter, sort and group the snapshot's rows into the table (in memory: fast enough per keystroke)."""
         if self.snapshot is None:
             return
-        now = self.app.clock()
+        now = self.clock()
         table = self.table
         keep = table.current.run_id if table.current else None
         rows = apply_filter(self.snapshot.rows, self.filter, self.allowed_ids)
@@ -123,11 +125,11 @@ class RunsScreen(Screen):
         if self.table.marked:
             parts.append(f"{len(self.table.marked)} marked")
         if any(state in ACTIVE_STATES for state in counts):
-            age = None if self.slurm_checked_at is None else self.app.clock() - self.slurm_checked_at
+            age = None if self.slurm_checked_at is None else self.clock() - self.slurm_checked_at
             parts.append(f"Slurm checked {format_age(age)}")
         else:
             parts.append("no active jobs")
-        if self.app.read_only:
+        if self.read_only:
             parts.append("read-only")
         self.query_one("#status", Static).update(" · ".join(parts))
 
@@ -165,7 +167,7 @@ class RunsScreen(Screen):
     @background("filtering", group="filter", exclusive=True)
     def _match_expressions(self, expressions: tuple[str, ...]) -> None:
         try:
-            ids: Optional[set[str]] = self.app.source.matching_ids(expressions)
+            ids: Optional[set[str]] = self.source.matching_ids(expressions)
             problem = ""
         except SlurmmlError as error:
             ids, problem = None, str(error)
@@ -210,37 +212,39 @@ class RunsScreen(Screen):
         self.grouped = not self.grouped
         self.apply_view()
 
-    # -- other screens and actions -------------------------------------------------------------------------
+    # -- other screens and actions: asked of the app (tui.messages) -------------------------------------------
     @on(RunTable.Opened)
     def open_run(self, event: RunTable.Opened) -> None:
-        self.app.open_run(event.run.run_id)
+        self.post_message(OpenRun(event.run.run_id))
 
     def action_compare(self) -> None:
         runs = self.table.marked_or_current()
         if len(runs) < 2:
-            self.app.notify("Mark two or more runs with space, then press c to compare them.", severity="warning")
+            self.notify("Mark two or more runs with space, then press c to compare them.", severity="warning")
             return
-        self.app.open_compare([r.run_id for r in runs])
+        self.post_message(OpenCompare([r.run_id for r in runs]))
 
     def action_leaderboard(self) -> None:
         current = self.table.current
-        self.app.open_leaderboard(current.sweep_id if current else None)
+        self.post_message(OpenLeaderboard(current.sweep_id if current else None))
 
-    def _targets(self) -> list[RunRow]:
-        return self.table.marked_or_current()
+    def _act(self, action: RunAction) -> None:
+        rows = self.table.marked_or_current()
+        if rows:
+            self.post_message(ActOnRuns(action, rows))
 
     def action_cancel(self) -> None:
-        self.app.cancel_runs(self._targets())
+        self._act("cancel")
 
     def action_requeue(self) -> None:
-        self.app.requeue_runs(self._targets())
+        self._act("requeue")
 
     def action_clone(self) -> None:
         if self.table.current is not None:
-            self.app.clone_run(self.table.current)
+            self.post_message(ActOnRuns("clone", [self.table.current]))
 
     def action_refresh(self) -> None:
-        self.app.refresh_now()
+        self.post_message(RefreshRequested())
 
     @on(RunTable.CursorMoved)
     def cursor_moved(self) -> None:

@@ -1,7 +1,9 @@
 """Where the TUI's data comes from: the registry (read, ingested, reconciled by the shared poller) and log files.
 
 Every method here blocks (SQLite, files, Slurm through the poller), so the app calls them only from
-background workers. One registry connection is shared by those workers under a lock.
+background workers. Two registry connections, each with its own lock, keep a view's read from ever waiting
+behind Slurm: the views read through one, held only while SQLite answers; ingest, the poller's rounds
+(squeue and sacct, up to 30 s each) and the actions on runs (scancel, scontrol) go through the other.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import getpass
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from slurmml.registry import browse, jobs
+from slurmml.registry.registry import Registry
 from slurmml.core.direction import RESULT, metric_mode
 from slurmml.core.states import is_failed
 from slurmml.tui.model import RunRow
@@ -43,11 +47,18 @@ class RefreshOutcome:
 class RegistrySource:
     def __init__(self, registry: Any, poller: Any = None, local_runs_dir: Optional[Path] = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """registry: the views' connection. poller: one on its own connection to the same registry, which
+        ingest and the actions on runs share (without a poller, a second connection is opened when needed)."""
+        if poller is not None and poller.registry is registry:
+            raise ValueError("the poller needs its own registry connection, not the views' one: a read would "
+                             "wait while it asks Slurm")
         self.registry = registry
         self.poller = poller
         self.local_runs_dir = local_runs_dir
         self.clock = clock
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # around the views' connection, only while SQLite runs
+        self._updates: Optional[Any] = poller.registry if poller is not None else None
+        self._updates_lock = threading.Lock()
         self._version: Optional[tuple[int, int]] = None
         self._ingested_all = False
         self.warnings: list[str] = []  # the poller's (accounting off, refused fields), shown once each
@@ -62,13 +73,22 @@ class RegistrySource:
 
         source = cls(Registry(path, create=False), None, slurmml_home() / "runs", clock)
         if poll:
-            source.poller = Poller(source.registry, squeue_interval_s=poll_interval_s, warn=source.warnings.append)
+            source._updates = Registry(source.registry.path, create=False)
+            source.poller = Poller(source._updates, squeue_interval_s=poll_interval_s, warn=source.warnings.append)
         return source
+
+    @contextmanager
+    def updating(self) -> Iterator[Any]:
+        """The connection for work that may wait on Slurm (ingest, the poller, scancel), one thread at a time;
+        the views' reads go on meanwhile."""
+        with self._updates_lock:
+            if self._updates is None:
+                self._updates = Registry(self.registry.path, create=False)
+            yield self._updates
 
     # -- the runs view --------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        with self.lock:
-            conn = self.registry.conn
+        with self.lock, _read_transaction(self.registry.conn) as conn:  # one consistent view, whoever writes
             self._version = browse.data_version(conn)
             runs = browse.run_list(conn)
             summaries = browse.metric_summaries(conn)
@@ -90,10 +110,10 @@ class RegistrySource:
     def refresh(self) -> RefreshOutcome:
         """Ingest new spool lines and let the shared poller ask Slurm if (and only if) its schedule allows."""
         outcome = RefreshOutcome(changed=False)
-        with self.lock:
+        with self.updating() as registry:  # not self.lock: the views read on while Slurm answers
             try:
                 # the first refresh reads every spool; later ones only those of runs active or ended lately
-                report = self.registry.refresh(self.local_runs_dir, recent_s=RECENT_S if self._ingested_all else None)
+                report = registry.refresh(self.local_runs_dir, recent_s=RECENT_S if self._ingested_all else None)
                 self._ingested_all = True
                 outcome.problems.extend(report.problems)
                 if self.poller is not None:
@@ -103,8 +123,10 @@ class RegistrySource:
                 self.warnings.clear()
             except Exception as error:  # a locked or vanished registry: say so, keep showing what we have
                 outcome.problems.append(f"refresh failed: {error}")
+        with self.lock:
             answered = jobs.mark(self.registry, "squeue.ok")  # the last squeue that succeeded, by any process
             outcome.slurm_checked_at = answered.last if answered else None
+            # the other connection's commits count in PRAGMA data_version, as another process's do
             outcome.changed = browse.data_version(self.registry.conn) != self._version
         return outcome
 
@@ -153,6 +175,16 @@ class RegistrySource:
     def sweeps(self) -> list[dict[str, Any]]:
         with self.lock:
             return self.registry.sweeps()
+
+
+@contextmanager
+def _read_transaction(conn: Any) -> Iterator[Any]:
+    """Several SELECTs that see the registry as of one moment (the connection is in autocommit mode)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 def log_paths(run: dict[str, Any]) -> dict[str, Optional[str]]:

@@ -15,17 +15,19 @@ def _registry(path: Optional[str]) -> Any:
     return Registry(Path(path) if path else None, create=False)
 
 
+def _show(result: Any) -> bool:
+    """An ActionResult as one line: on stdout when it succeeded, on stderr when it was refused or failed."""
+    if result.ok:
+        click.echo(result.message)
+    else:
+        click.echo(f"slurmml: {result.message}", err=True)
+    return bool(result.ok)
+
+
 def _each(action: Callable[..., Any], run_ids: tuple[str, ...]) -> None:
-    """Act on every run, one line each (refusals on stderr); exit 1 if any was refused or failed."""
+    """Act on every run, one line each; exit 1 if any was refused or failed."""
     registry = _registry(None)
-    failed = 0
-    for run_id in run_ids:
-        result = action(registry, run_id)
-        if result.ok:
-            click.echo(result.message)
-        else:
-            click.echo(f"slurmml: {result.message}", err=True)
-            failed += 1
+    failed = [run_id for run_id in run_ids if not _show(action(registry, run_id))]
     if failed:
         raise SystemExit(1)
 
@@ -69,7 +71,7 @@ def clone(run_id: str, overrides: tuple[str, ...], replace: bool, registry_path:
     overrides are added. The code is the one staged when the sweep was launched. The new config is composed
     first: if it does not compose, nothing is recorded or submitted. The new run records RUN_ID as its parent.
     """
-    from slurmml.launcher.clone import clone as clone_run
+    from slurmml.launcher.clone import clone_action  # this command's own process: the sweep's code may load here
 
-    result = clone_run(_registry(registry_path), run_id, list(overrides), replace=replace)
-    click.echo(f"cloned {run_id} as {result.run_id} ({result.where})")
+    if not _show(clone_action(_registry(registry_path), run_id, list(overrides), replace=replace)):
+        raise SystemExit(1)

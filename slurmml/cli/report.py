@@ -30,20 +30,17 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
     import json
     from pathlib import Path
 
-    from slurmml.cli import _emit, _registry
+    from slurmml.cli.output import emit, open_sweep
     from slurmml.errors import SlurmmlError
     from slurmml.report.collect import build_report, run_records
-    from slurmml.launcher.sweep_lookup import unknown_sweep
 
     if sum([as_json, as_csv, html_path is not None]) > 1:
         raise SlurmmlError("choose one of --json, --csv and --html")
     if html_path is not None and not Path(html_path).absolute().parent.is_dir():  # say so before any work
         raise SlurmmlError(f"cannot write the report to {html_path}: folder {Path(html_path).absolute().parent} "
                            f"does not exist")
-    registry = _registry([sweep])
+    registry, sweep = open_sweep(sweep)
     try:
-        if sweep and not registry.has_sweep(sweep):
-            raise unknown_sweep(sweep)
         result = build_report(registry, sweep=sweep, since=since, until=until, user=user, metric=metric, mode=mode)
     finally:
         registry.close()
@@ -58,14 +55,14 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
     elif as_csv:
         rows = run_records(result)
         columns = list(rows[0]) if rows else list(_run_columns(result))
-        _emit(rows, False, True, columns)
+        emit(rows, False, True, columns)
     elif html_path:
         from slurmml.report.html import write_html
 
         write_html(result, html_path)
         click.echo(f"wrote {html_path} ({result.totals.runs} runs, {len(result.sweeps)} sweeps)")
     else:
-        _print_tables(result)
+        print_tables(result)
 
 
 def _run_columns(result) -> list[str]:
@@ -101,7 +98,8 @@ def _table(title: str, spec: list, items: list, out) -> None:
                 title, out)
 
 
-def _print_tables(result, emit=None) -> None:
+def print_tables(result) -> None:
+    """The report as tables fitted to the terminal (also the end of `slurmml watch`)."""
     from slurmml.report.collect import RESULT
     from slurmml.core.tables import GLUE, Column, console, print_text
 

@@ -17,15 +17,13 @@ def tui(sweep: str | None, read_only: bool, interval: float, refresh: float) -> 
 
     Press ? inside for the keys. Slurm is asked only through the shared poller.
     """
+    from slurmml.launcher.sweep_lookup import one_sweep_id
     from slurmml.tui.actions import RunActions
     from slurmml.tui.app import SlurmmlApp
     from slurmml.tui.source import RegistrySource
 
     source = RegistrySource.open(poll_interval_s=interval)
-    if sweep and not source.registry.conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep,)).fetchone():
-        from slurmml.launcher.sweep_lookup import unknown_sweep
-
-        raise unknown_sweep(sweep)
+    sweep = one_sweep_id(source.registry, sweep) if sweep else None
     app = SlurmmlApp(source, None if read_only else RunActions(source), read_only=read_only,
                      refresh_s=max(0.5, refresh), sweep=sweep)
     app.run()

@@ -3,16 +3,17 @@
 Each action is checked first by `refusal` (pure), then makes one Slurm call through `run_command`, then
 records what changed, so the shared poller follows the run from there. Actions return an ActionResult
 whose one-line message is shown to the user as it is: front ends never see a traceback. Cloning
-unpickles the sweep's code, so it runs in a subprocess (`slurmml clone`), never in the caller.
-Kept light: no Hydra, no cloudpickle, no Rich here.
+unpickles the sweep's code, so `clone_run` runs it in a subprocess (slurmml.launcher.clone), never in the
+caller. Kept light: no Hydra, no cloudpickle, no Rich here.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -32,6 +33,19 @@ class ActionResult:
     ok: bool
     message: str  # one line, shown to the user as is
     new_run_id: Optional[str] = None  # clone only
+
+    def to_json_line(self) -> str:
+        """How the clone subprocess sends its result back: one JSON object of these fields, on one line."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json_line(cls, line: str) -> Optional["ActionResult"]:
+        """The result `to_json_line` wrote, or None if `line` is not one."""
+        try:
+            fields = json.loads(line)
+            return cls(bool(fields["ok"]), str(fields["message"]), fields.get("new_run_id"))
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 def _plain_script(run: dict) -> bool:
@@ -74,11 +88,6 @@ def refusal(action: str, run: dict, owner: Optional[str], me: str) -> Optional[s
     if action == "requeue" and state in NOT_STARTED_STATES:
         return f"run {run_id} is still queued (Slurm job {job_id}); nothing to requeue"
     return None
-
-
-def run_owner(registry: Any, run_id: str) -> Optional[str]:
-    """Who launched the run's sweep (sweeps.user); None for a plain script's run. SlurmmlError for an unknown run."""
-    return registry.run_with_sweep(run_id)["owner"]
 
 
 def _target(registry: Any, action: str, run_id: str, me: Optional[str]) -> tuple[Optional[dict], Optional[str]]:
@@ -184,25 +193,20 @@ def requeue_run(registry: Any, run_id: str, run: Callable[..., CommandResult] = 
     return result
 
 
-CLONED_LINE = re.compile(r"^cloned (\S+) as (\S+)")
-
-
 def clone_command(registry_path: Any, run_id: str, overrides: list[str], python: str = sys.executable) -> list[str]:
-    """The `slurmml clone` command line that clones with exactly `overrides` (the front end merged them)."""
-    return [python, "-m", "slurmml", "clone", "--registry", str(registry_path), "--replace", "--", run_id,
-            *overrides]
+    """The clone subprocess's command line: clone with exactly `overrides` (the front end merged them)."""
+    return [python, "-m", "slurmml.launcher.clone", str(registry_path), run_id, *overrides]
 
 
 def clone_outcome(result: CommandResult) -> ActionResult:
-    """Exit code, last stderr line and the `cloned X as Y (...)` stdout line as an ActionResult."""
-    if result.ok:
-        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-        match = CLONED_LINE.match(lines[-1]) if lines else None
-        if match:
-            return ActionResult(True, lines[-1], new_run_id=match.group(2))
-        return ActionResult(False, f"slurmml clone printed no new run: {lines[-1] if lines else 'nothing'}")
+    """The clone subprocess's ActionResult: its last stdout line. Without one it crashed or was killed:
+    its last stderr line says why."""
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    sent = ActionResult.from_json_line(lines[-1]) if lines else None
+    if sent is not None:
+        return sent
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-    last = lines[-1] if lines else f"slurmml clone exited with code {result.returncode}"
+    last = lines[-1] if lines else f"the clone exited with code {result.returncode} and said nothing"
     return ActionResult(False, re.sub(r"^slurmml:\s*", "", last))
 
 
@@ -210,7 +214,7 @@ def clone_run(registry_path: Any, run_id: str, overrides: list[str], python: str
               run: Callable[..., CommandResult] = run_command) -> ActionResult:
     """Clone the run with these overrides (the whole list, as the user edited it), as a new run of its sweep.
 
-    The sweep's code is unpickled in a `python -m slurmml clone` subprocess, never in this process.
+    The sweep's code is unpickled in a `python -m slurmml.launcher.clone` subprocess, never in this process.
     """
     argv = clone_command(Path(registry_path), run_id, list(overrides), python)
     return clone_outcome(run(argv, timeout_s=CLONE_TIMEOUT_S))

@@ -62,14 +62,18 @@ def missing_folders(*paths: Path) -> list[Path]:
     return sorted(missing, key=lambda folder: len(folder.parts), reverse=True)
 
 
-def unstage(sweep_dir: Path, sweep_id: str, batch_dir: Path, created: list[Path]) -> bool:
-    """Remove a batch that was never queued, and its sweep's folder if no other batch is in it; then the
-    folders in `created` that are left empty (never anything a user had there). True: the sweep is gone."""
+def unstage(sweep_dir: Path, sweep_id: str, batch_dir: Optional[Path], created: list[Path]) -> bool:
+    """Remove a batch that was never queued (`batch_dir`; None when this launch staged nothing there), and
+    its sweep's folder if no other batch is in it; then the folders in `created` that are left empty (never
+    anything a user had there). True: the sweep is gone."""
     import shutil
 
     state_dir = sweep_state_dir(sweep_dir, sweep_id)
     whole = not [other for other in state_dir.glob("batch_*") if other != batch_dir]
-    shutil.rmtree(state_dir if whole else batch_dir, ignore_errors=True)
+    if whole:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    elif batch_dir is not None:
+        shutil.rmtree(batch_dir, ignore_errors=True)
     for folder in created:
         try:
             folder.rmdir()
@@ -103,6 +107,24 @@ def stage(batch_dir: Path, payload: Payload) -> None:
         raise SlurmmlError(f"cannot pickle the task for its jobs: {first_line}") from None
     batch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(batch_dir / PAYLOAD, data)
+
+
+def import_path(argv: Optional[list[str]], cwd: Optional[str]) -> list[str]:
+    """What a launch puts on sys.path for the task's modules (Payload.import_path): the script's folder and
+    the cwd, from the launch's command line and working directory."""
+    entries = []
+    if cwd and argv and argv[0] and not argv[0].startswith("-"):
+        entries.append(str((Path(cwd) / argv[0]).resolve().parent))
+    if cwd:
+        entries.append(cwd)
+    return list(dict.fromkeys(entries))
+
+
+def add_to_sys_path(entries: list[str]) -> None:
+    """Put `entries` first on sys.path: modules a payload refers to by name must import before it is unpickled."""
+    for entry in reversed(entries):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
 
 
 _loaded: dict[Path, Payload] = {}
@@ -151,10 +173,3 @@ def read_result(batch_dir: Path, index: int) -> Any:
 
 def write_manifest(batch_dir: Path, manifest: dict[str, Any]) -> None:
     write_atomic(batch_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
-
-
-def read_manifest(batch_dir: Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads((batch_dir / MANIFEST).read_text())
-    except FileNotFoundError:
-        return None

@@ -3,10 +3,12 @@
 The parent's staged payload (its pickled task function, Hydra context and config) is reused, so the clone
 runs the code the sweep was launched with, not whatever the checkout holds now. The new overrides are
 checked by composing the config exactly as the task will (task.py) before anything is recorded, staged
-or submitted: a bad override is one line and changes nothing. The clone is recorded (with its parent_id)
-before it is submitted, and forgotten again if sbatch refuses it.
+or submitted: a bad override is one line and changes nothing. Then the clone is launched as a one-run
+batch of the parent's sweep through the sweep's own pipeline (pipeline.launch_batch): recorded (with its
+parent_id) before it is submitted, and forgotten again if sbatch refuses it.
 
-User code is unpickled here: front ends run this in a subprocess (`slurmml clone`, slurmml.control.actions).
+User code is unpickled here, so only in a process of its own: `slurmml clone`, or this module's main,
+which slurmml.control.actions.clone_run starts for the TUI.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import getpass
 import json
 import os
 import re
-import shutil
-import sqlite3
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
-from slurmml.launcher.recording import run_id as make_run_id
-from slurmml.launcher.recording import spool_path as make_spool_path
+from slurmml.launcher.local_backend import start_detached
+from slurmml.launcher.pipeline import BatchTarget, launch_batch
+from slurmml.launcher.recording import JobNumberTaken, record_runs
+
+if TYPE_CHECKING:
+    from slurmml.control.actions import ActionResult
 
 RECORD_TRIES = 5  # two clones into one sweep at once may pick the same job number: the second takes the next
 
@@ -127,19 +130,6 @@ def launcher_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if re.match(r"^(hydra\.launcher\b|hydra/launcher\b)", split_override(o)[1])]
 
 
-def import_path(argv: Optional[list[str]], cwd: Optional[str]) -> list[str]:
-    """What the launch put on sys.path for the task's modules (sweep._payload): the script's folder and the cwd.
-
-    Needed before the payload is unpickled: modules it refers to by name must be importable.
-    """
-    entries = []
-    if cwd and argv and argv[0] and not argv[0].startswith("-"):
-        entries.append(str((Path(cwd) / argv[0]).resolve().parent))
-    if cwd:
-        entries.append(cwd)
-    return list(dict.fromkeys(entries))
-
-
 # -- side effects ------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -157,44 +147,33 @@ def _working_dir(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def _add_to_sys_path(entries: list[str]) -> None:
-    for entry in reversed(entries):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-
-
-def load_parent_payload(parent: dict) -> tuple[batch.Payload, Path, int]:
-    """The parent's staged payload, its batch dir and its index in that batch, from its spool path
+def load_parent_payload(parent: dict) -> tuple[batch.Payload, int]:
+    """The parent's staged payload and its index in that batch, from its spool path
     (`<batch dir>/spool/<index>.jsonl`)."""
     spool = Path(parent["spool_path"])
     batch_dir, index = spool.parent.parent, int(spool.stem)
     if not (batch_dir / batch.PAYLOAD).is_file():
         raise SlurmmlError(f"run {parent['id']}: its staged payload {batch_dir / batch.PAYLOAD} is gone, so "
                            f"it cannot be cloned")
-    _add_to_sys_path(import_path(parent.get("argv"), parent.get("cwd")))
+    batch.add_to_sys_path(batch.import_path(parent.get("argv"), parent.get("cwd")))
     try:
         payload = batch.load_payload(batch_dir)
     except Exception as error:  # the sweep's code may no longer import: say what, in one line
         raise SlurmmlError(f"cannot load run {parent['id']}'s payload {batch_dir / batch.PAYLOAD}: "
                            f"{type(error).__name__}: {error}") from None
-    _add_to_sys_path(payload.import_path)
     if not 0 <= index < len(payload.overrides):
         raise SlurmmlError(f"run {parent['id']}: task {index} is not in its payload ({len(payload.overrides)} tasks)")
-    return payload, batch_dir, index
+    return payload, index
 
 
-def compose(payload: batch.Payload, overrides: list[str]) -> Any:
-    """The task's config for these overrides, composed as task.run_task does; SlurmmlError if it does not compose."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import setup_globals
+def check_composes(payload: batch.Payload, overrides: list[str]) -> None:
+    """SlurmmlError, in one line, if the task's config does not compose with these overrides."""
+    from slurmml.launcher.task import compose_config
+    from slurmml.tracking.secrets import mask_overrides
 
-    Singleton.set_state(payload.singleton_state)
-    setup_globals()
     try:
-        return payload.hydra_context.config_loader.load_sweep_config(payload.config, list(overrides))
+        compose_config(payload, overrides)
     except Exception as error:
-        from slurmml.tracking.secrets import mask_overrides
-
         given = " ".join(mask_overrides(overrides)) or "no overrides"
         raise SlurmmlError(f"cannot clone with {given}: {one_line(str(error))}") from None
 
@@ -214,50 +193,12 @@ def _slurm_maker(conf: dict) -> Any:
     return script_maker(conf, load_template(conf.get("template")))
 
 
-def _record(registry: Any, parent: dict, overrides: list[str], local: bool) -> tuple[int, str, Path]:
-    """Add the clone to the parent's sweep (SUBMITTING, parent_id set) under the next free job number."""
-    from slurmml.launcher.local_backend import local_log_paths
-
-    sweep_id, sweep_dir = parent["sweep_id"], Path(parent["sweep_dir"])
-    for _ in range(RECORD_TRIES):
-        job_num = registry.next_job_num(sweep_id)
-        new_id, batch_dir = make_run_id(sweep_id, job_num), batch.batch_dir_for(sweep_dir, sweep_id, job_num)
-        row = {"id": new_id, "job_num": job_num, "overrides": overrides, "parent_id": parent["id"],
-               "spool_path": str(make_spool_path(batch_dir, 0)),
-               "log_path": str(local_log_paths(batch_dir, 0)[1]) if local else None}
-        try:
-            registry.add_sweep({"id": sweep_id}, [row])  # the sweep is recorded already: only the run is added
-        except sqlite3.IntegrityError:
-            continue  # another clone took this job number meanwhile
-        return job_num, new_id, batch_dir
-    raise SlurmmlError(f"could not find a free job number in sweep {sweep_id} (other clones kept taking them)")
-
-
-def _start_locally(batch_dir: Path, cwd: Path) -> tuple[int, str]:
-    """Start the task detached (it outlives this command), its output in the local backend's log files.
-
-    Not through run_command: that waits for the process, and this one must run on after we return.
-    """
-    from slurmml.launcher.local_backend import local_log_paths
-    from slurmml.launcher.plan import inherited_job_variables
-
-    out_path, err_path = local_log_paths(batch_dir, 0)
-    out_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env = {k: v for k, v in os.environ.items() if k not in set(inherited_job_variables(list(os.environ)))}
-    with open(out_path, "ab") as out, open(err_path, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-u", "-m", "slurmml.launcher.task", str(batch_dir), "0"],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                start_new_session=True)
-    return proc.pid, str(err_path)
-
-
-def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = False,
-          me: Optional[str] = None) -> Cloned:
+def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = False) -> Cloned:
     """Clone run `parent_id` with `changes` merged into its overrides (or, with replace, as its overrides)."""
     from slurmml.control.actions import refusal
 
     parent = registry.run_with_sweep(parent_id)
-    why = refusal("clone", parent, parent["owner"], me or getpass.getuser())
+    why = refusal("clone", parent, parent["owner"], getpass.getuser())
     if why:
         raise SlurmmlError(why)
     launcher = launcher_overrides(changes)
@@ -268,39 +209,41 @@ def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = Fal
     if backend not in ("slurm", "local"):
         raise SlurmmlError(f"run {parent_id}: its sweep has no backend slurmml knows ({backend!r})")
     cwd = Path(parent.get("cwd") or Path(parent["sweep_dir"]))
-    payload, _, index = load_parent_payload(parent)
+    payload, index = load_parent_payload(parent)
     overrides = list(changes) if replace else merge_overrides(list(payload.overrides[index]), list(changes))
     overrides = unmask_overrides(overrides, list(payload.overrides[index]))
     with _working_dir(cwd):
-        compose(payload, overrides)  # nothing is recorded, staged or submitted for overrides that do not compose
-        # the staged payload has the real launcher settings; the registry's copy is masked (older payloads lack them)
-        maker = _slurm_maker(payload.launcher or parent.get("launcher") or {}) if backend == "slurm" else None
+        check_composes(payload, overrides)  # nothing is recorded, staged or submitted for overrides that do not compose
+        if backend == "slurm":  # the staged payload has the real launcher settings; the registry's copy is masked
+            maker = _slurm_maker(payload.launcher or parent.get("launcher") or {})  # (older payloads lack them)
+            return _launch(registry, parent, payload, overrides, "slurm", batch.missing_folders(maker.log_dir),
+                           lambda staged: _submit_one(maker, staged))
+        return _launch(registry, parent, payload, overrides, "local", [],
+                       lambda staged: start_detached(staged, 0, cwd))
 
-    job_num, new_id, batch_dir = _record(registry, parent, overrides, local=backend == "local")
-    try:
-        batch.stage(batch_dir, dataclasses.replace(payload, overrides=[overrides], initial_job_idx=job_num))
-        if maker is not None:
-            with _working_dir(cwd):
-                (submission,) = _submit_one(maker, batch_dir)
-        else:
-            pid, log_path = _start_locally(batch_dir, cwd)
-    except BaseException as error:
-        registry.discard_runs(parent["sweep_id"], [new_id])  # nothing half-recorded, nothing half-staged
-        shutil.rmtree(batch_dir, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise SlurmmlError(f"cannot start the clone of run {parent_id}: {error.strerror or error}") from None
-        raise
-    if maker is None:  # no time limit here: the local backend's timeout_min is enforced by its waiting launcher
-        batch.write_manifest(batch_dir, {"sweep_id": parent["sweep_id"], "backend": "local", "initial_job_idx": job_num,
-                                         "num_tasks": 1, "cloned_from": parent_id})
+
+def _launch(registry: Any, parent: dict, payload: batch.Payload, overrides: list[str], backend: str,
+            created: list[Path], submit: Callable[[Path], Any]) -> Cloned:
+    """The clone as a one-run batch of the parent's sweep, under the sweep's next free job number."""
+    sweep_id = parent["sweep_id"]
+    for _ in range(RECORD_TRIES):
+        target = BatchTarget(sweep_id, Path(parent["sweep_dir"]), registry.next_job_num(sweep_id), [overrides],
+                             parent_id=parent["id"])
+        staged = dataclasses.replace(payload, overrides=[overrides], initial_job_idx=target.initial_job_idx)
+        try:
+            _, submitted = launch_batch(target, staged, backend, lambda rows: record_runs(registry, sweep_id, rows),
+                                        submit, created)
+        except JobNumberTaken:
+            continue
+        except OSError as error:
+            raise SlurmmlError(f"cannot start the clone of run {parent['id']}: {error.strerror or error}") from None
+        (new_id,) = target.run_ids
+        if backend == "slurm":
+            (submission,) = submitted
+            return Cloned(new_id, overrides, job_id=submission.task_job_id(0), log_path=submission.log_file(0))
+        pid, log_path = submitted
         return Cloned(new_id, overrides, pid=pid, log_path=log_path)
-    from slurmml.launcher.slurm_backend import manifest
-
-    job_id, log_path = submission.task_job_id(0), submission.log_file(0)
-    registry.mark_queued({new_id: (job_id, log_path)})
-    batch.write_manifest(batch_dir, {**manifest(parent["sweep_id"], job_num, [submission], 1),
-                                     "cloned_from": parent_id})
-    return Cloned(new_id, overrides, job_id=job_id, log_path=log_path)
+    raise SlurmmlError(f"could not find a free job number in sweep {sweep_id} (other clones kept taking them)")
 
 
 def _submit_one(maker: Any, batch_dir: Path) -> list[Any]:
@@ -308,3 +251,42 @@ def _submit_one(maker: Any, batch_dir: Path) -> list[Any]:
     from slurmml.launcher.slurm_backend import submit_arrays
 
     return submit_arrays(maker, batch_dir, [ArrayChunk(offset=0, count=1)])
+
+
+# -- the front ends' entry ----------------------------------------------------------------------------------
+
+def clone_action(registry: Any, parent_id: str, changes: list[str], replace: bool = False) -> ActionResult:
+    """`clone` as a run action (slurmml.control.actions.ActionResult): what `slurmml clone` prints, and what
+    this module's main sends back to slurmml.control.actions.clone_run."""
+    from slurmml.control.actions import ActionResult
+
+    try:
+        cloned = clone(registry, parent_id, changes, replace=replace)
+    except SlurmmlError as error:
+        return ActionResult(False, str(error))
+    return ActionResult(True, f"cloned {parent_id} as {cloned.run_id} ({cloned.where})", new_run_id=cloned.run_id)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m slurmml.launcher.clone REGISTRY RUN_ID [OVERRIDE...]`: clone with exactly these overrides.
+
+    Prints the outcome as one JSON line, last on stdout (ActionResult.to_json_line); exits 1 if it failed.
+    """
+    from slurmml.control.actions import ActionResult
+    from slurmml.registry.registry import Registry
+
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m slurmml.launcher.clone REGISTRY RUN_ID [OVERRIDE...]")
+    registry_path, parent_id, *overrides = argv
+    try:
+        registry = Registry(Path(registry_path), create=False)
+    except SlurmmlError as error:
+        result = ActionResult(False, str(error))
+    else:
+        result = clone_action(registry, parent_id, overrides, replace=True)
+    print(result.to_json_line(), flush=True)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

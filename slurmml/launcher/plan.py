@@ -181,3 +181,10 @@ _KEEP = {"SLURM_CONF"}  # where the site's slurm.conf lives: the child needs it 
 
 def inherited_job_variables(names: Iterable[str]) -> list[str]:
     return [n for n in names if n not in _KEEP and (n.startswith(_INHERITED_PREFIXES) or n in _DISTRIBUTED)]
+
+
+def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for what a launch starts (sbatch, a local task): `environ` without the variables of
+    the job this launch may itself run in."""
+    hidden = set(inherited_job_variables(environ))
+    return {name: value for name, value in environ.items() if name not in hidden}

@@ -1,15 +1,23 @@
-"""Record a batch in the registry at submission time, before any job starts (login node)."""
+"""What a launch records before any job starts (login node): the sweep's id and its records on disk, and
+the sweep and its runs (SUBMITTING) in the registry."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import secrets
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
+from slurmml.errors import SlurmmlError
+from slurmml.home import slurmml_home
+from slurmml.launcher import batch
 from slurmml.slurm.commands import run_command
+from slurmml.tracking.secrets import mask_argv
 
 MAX_DIFF_BYTES = 1_000_000  # a huge uncommitted change is recorded as truncated, not stored whole
 
@@ -20,6 +28,44 @@ def run_id(sweep_id: str, job_num: int) -> str:
 
 def spool_path(batch_dir: Path, index: int) -> Path:
     return batch_dir / "spool" / f"{index}.jsonl"
+
+
+# -- the sweep's id and its records on disk -----------------------------------------------------------------
+
+_sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id
+
+
+def _sweeps_dir() -> Path:
+    return slurmml_home() / "sweeps"
+
+
+def sweep_id_for(sweep_dir: Path, initial_job_idx: int) -> str:
+    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps.
+
+    A sweeper's first batch starts at job 0: that is a new command even in a process that launched into
+    this directory before (Hydra's test suites, a notebook), so it never reuses an older sweep's id.
+    """
+    if sweep_dir not in _sweep_ids or initial_job_idx == 0:
+        sweeps_dir = _sweeps_dir()  # a bad SLURMML_HOME stops here, before anything is written
+        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": mask_argv(sys.argv)}
+        batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
+        batch.write_atomic(sweeps_dir / f"{sweep_id}.json", json.dumps(record).encode())
+        _sweep_ids[sweep_dir] = sweep_id
+    return _sweep_ids[sweep_dir]
+
+
+def forget_sweep(sweep_dir: Path, sweep_id: str) -> None:
+    """After a sweep's only batch was taken back: its record under $SLURMML_HOME, and this command's id for it."""
+    (_sweeps_dir() / f"{sweep_id}.json").unlink(missing_ok=True)
+    if _sweep_ids.get(sweep_dir) == sweep_id:
+        del _sweep_ids[sweep_dir]
+
+
+# -- the registry -------------------------------------------------------------------------------------------
+
+class JobNumberTaken(SlurmmlError):
+    """Another launch into the sweep (two clones at once) recorded a run under this job number first."""
 
 
 def git_state(cwd: str) -> dict[str, Any]:
@@ -33,20 +79,10 @@ def git_state(cwd: str) -> dict[str, Any]:
     return {"git_commit": head.stdout.strip(), "git_dirty": int(bool(diff)), "git_diff": diff or None}
 
 
-def record_batch(
-    sweep_id: str,
-    sweep_dir: Path,
-    backend: str,
-    conf: Mapping[str, Any],
-    batch_dir: Path,
-    job_overrides: Sequence[Sequence[str]],
-    initial_job_idx: int,
-    log_path: Optional[Callable[[int], str]] = None,
-    direction: Optional[str] = None,
-) -> Any:
-    """Record the sweep and its runs (SUBMITTING). `log_path(index)` gives a task's stderr file when it is
-    known before submission (local runs); Slurm runs get theirs from mark_queued once sbatch answers.
-    `direction` is the one the sweeper declared for its objective (`sweeper_direction`)."""
+def record_sweep(sweep_id: str, sweep_dir: Path, backend: str, conf: Mapping[str, Any], runs: list[dict],
+                 direction: Optional[str] = None) -> Any:
+    """Record a new sweep of this command and its first runs; the Registry they are in. `direction` is
+    the one the sweeper declared for its objective (`sweeper_direction`)."""
     from slurmml.registry.registry import Registry
     from slurmml.tracking.secrets import mask_config
 
@@ -64,13 +100,16 @@ def record_batch(
         "direction": direction,
         **git_state(os.getcwd()),
     }
-    runs = [
-        {"id": run_id(sweep_id, initial_job_idx + index), "job_num": initial_job_idx + index,
-         "overrides": list(overrides), "spool_path": str(spool_path(batch_dir, index)),
-         "log_path": log_path(index) if log_path else None}
-        for index, overrides in enumerate(job_overrides)
-    ]
     registry.add_sweep(sweep, runs)
+    return registry
+
+
+def record_runs(registry: Any, sweep_id: str, runs: list[dict]) -> Any:
+    """Add runs to a sweep recorded before (a clone); JobNumberTaken if another launch took their number."""
+    try:
+        registry.add_sweep({"id": sweep_id}, runs)  # the sweep's own row is kept as it is
+    except sqlite3.IntegrityError:
+        raise JobNumberTaken(f"a run of sweep {sweep_id} took job number {runs[0]['job_num']} meanwhile") from None
     return registry
 
 

@@ -1,7 +1,7 @@
 """Submit a staged batch to Slurm: submitit renders each job array's script, one sbatch call queues it.
 
-Every array task runs `python -m slurmml.launcher.task BATCH_DIR --offset N`: no per-task pickle,
-and the task finds its sweep point from SLURM_ARRAY_TASK_ID.
+Every array task runs `python -m slurmml.launcher.task BATCH_DIR --offset N` (task.task_arguments): no
+per-task pickle, and the task finds its sweep point from SLURM_ARRAY_TASK_ID.
 """
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 from slurmml.launcher.config import SlurmQueueConf
-from slurmml.launcher.plan import ArrayChunk, Template, inherited_job_variables, log_folder, submitit_parameters
+from slurmml.launcher.plan import ArrayChunk, Template, job_environment, log_folder, submitit_parameters
+from slurmml.launcher.task import task_arguments
 from slurmml.slurm.commands import run_command
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
 
@@ -48,7 +49,7 @@ class ScriptMaker:
     python: str  # a shell command line, used as written (submitit's `python`)
 
     def command(self, batch_dir: Path, offset: int) -> str:
-        command = f"{self.python} " + shlex.join(["-u", "-m", "slurmml.launcher.task", str(batch_dir), "--offset", str(offset)])
+        command = f"{self.python} " + shlex.join(task_arguments(batch_dir, offset=offset))
         return command if self.use_srun else f"exec {command}"  # exec: the task itself gets the batch signal
 
     def render(self, batch_dir: Path, chunk: ArrayChunk) -> str:
@@ -85,12 +86,6 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
     return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable))
 
 
-def submission_environment() -> dict[str, str]:
-    """A sweep submitted from inside a job must not inherit that job's SLURM_* settings."""
-    hidden = set(inherited_job_variables(list(os.environ)))
-    return {k: v for k, v in os.environ.items() if k not in hidden}
-
-
 def cancel(job_ids: list[str]) -> None:
     if job_ids:
         run_command(["scancel", *job_ids])
@@ -112,7 +107,7 @@ def submit_arrays(maker: ScriptMaker, batch_dir: Path, chunks: list[ArrayChunk])
     """One sbatch per chunk; if sbatch refuses one, cancel the ones already queued: nothing half-submitted.
     If sbatch does not answer, its job may be queued: SbatchNoAnswer, and nothing is cancelled."""
     maker.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # Slurm does not create log folders
-    env = submission_environment()
+    env = job_environment(os.environ)  # a sweep submitted from inside a job must not inherit its SLURM_* settings
     submitted: list[ArraySubmission] = []
     for number, chunk in enumerate(chunks):
         script = batch_dir / f"array_{number}.sbatch"
@@ -128,13 +123,3 @@ def submit_arrays(maker: ScriptMaker, batch_dir: Path, chunks: list[ArrayChunk])
         submitted.append(ArraySubmission(parse_job_id(result.stdout), chunk.offset, chunk.count, str(script),
                                          str(maker.log_dir)))
     return submitted
-
-
-def manifest(sweep_id: str, initial_job_idx: int, submissions: list[ArraySubmission], num_tasks: int) -> dict:
-    return {
-        "sweep_id": sweep_id,
-        "backend": "slurm",
-        "initial_job_idx": initial_job_idx,
-        "num_tasks": num_tasks,
-        "arrays": [asdict(s) for s in submissions],
-    }

@@ -1,26 +1,25 @@
 """Launch one batch of a Hydra sweep: plan, stage, submit (or run locally), collect.
 
+Recording, staging and submitting go through pipeline.launch_batch, as a clone's do.
+
 This is what the Hydra plugin classes call; submitit, Rich and cloudpickle are
 imported here, never at plugin discovery.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from slurmml.errors import SlurmmlError
-from slurmml.home import slurmml_home
 from slurmml.launcher import batch
 from slurmml.launcher.outcome import QueuedTask, job_returns, queued_returns
-from slurmml.launcher.recording import record_batch, run_id, sweeper_direction
-from slurmml.tracking.secrets import mask_argv, mask_overrides
+from slurmml.launcher.pipeline import BatchTarget, launch_batch
+from slurmml.launcher.recording import record_sweep, sweep_id_for, sweeper_direction
+from slurmml.tracking.secrets import mask_overrides
 
 log = logging.getLogger("slurmml.launcher")
 
@@ -33,31 +32,11 @@ def _sweep_dir(config: Any) -> Path:
     return sweep_dir
 
 
-_sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id
-
-
-def sweep_id_for(sweep_dir: Path, initial_job_idx: int) -> str:
-    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps.
-
-    A sweeper's first batch starts at job 0: that is a new command even in a process that launched into
-    this directory before (Hydra's test suites, a notebook), so it never reuses an older sweep's id.
-    """
-    if sweep_dir not in _sweep_ids or initial_job_idx == 0:
-        sweeps_dir = slurmml_home() / "sweeps"  # a bad SLURMML_HOME stops here, before anything is written
-        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-        record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": mask_argv(sys.argv)}
-        batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
-        batch.write_atomic(sweeps_dir / f"{sweep_id}.json", json.dumps(record).encode())
-        _sweep_ids[sweep_dir] = sweep_id
-    return _sweep_ids[sweep_dir]
-
-
 def _payload(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_id: str
 ) -> batch.Payload:
     from hydra.core.singleton import Singleton
 
-    script_dir = str(Path(sys.argv[0]).resolve().parent) if sys.argv and sys.argv[0] else os.getcwd()
     return batch.Payload(
         hydra_context=launcher.hydra_context,
         task_function=launcher.task_function,
@@ -65,7 +44,7 @@ def _payload(
         singleton_state=Singleton.get_state(),
         overrides=[list(o) for o in job_overrides],
         initial_job_idx=initial_job_idx,
-        import_path=[script_dir, os.getcwd()],
+        import_path=batch.import_path(sys.argv, os.getcwd()),
         max_requeues=int(conf.get("max_num_timeout") or 0),
         sweep_id=sweep_id,
         gpu_sample_interval_s=float(conf.get("gpu_sample_interval_s") or 5.0),
@@ -84,7 +63,7 @@ def launch_on_slurm(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
     from slurmml.launcher.plan import check_fields, check_poll_interval, check_request, split_into_arrays, throttle_note
-    from slurmml.launcher.slurm_backend import SbatchNoAnswer, manifest, script_maker, submit_arrays
+    from slurmml.launcher.slurm_backend import script_maker, submit_arrays
     from slurmml.launcher.templates import load_template
     from slurmml.slurm.cluster import ClusterFacts, read_cluster_facts
     from slurmml.slurm.commands import available
@@ -117,24 +96,12 @@ def launch_on_slurm(
 
     _log_tasks(job_overrides, initial_job_idx)
     created = batch.missing_folders(maker.log_dir, sweep_dir / ".slurmml")
-    sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
-    batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    run_ids = [run_id(sweep_id, initial_job_idx + i) for i in range(len(job_overrides))]
-    registry = None
-    try:
-        registry = record_batch(sweep_id, sweep_dir, "slurm", conf, batch_dir, job_overrides, initial_job_idx,
-                                direction=sweeper_direction(launcher.config))
-        batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
-        submissions = submit_arrays(maker, batch_dir, chunks)
-    except SbatchNoAnswer as error:  # its job may be queued and will read the staged batch: keep everything
-        _mark_queued(registry, run_ids, error.submitted)
-        raise SlurmmlError(f"{error}: the job may have been queued all the same; "
-                           f"check with `squeue --me` or `slurmml status {sweep_id}`") from None
-    except Exception:  # nothing was queued: take back everything this batch wrote
-        _take_back(registry, sweep_dir, sweep_id, batch_dir, created, run_ids)
-        raise
-    _mark_queued(registry, run_ids, submissions)
-    batch.write_manifest(batch_dir, manifest(sweep_id, initial_job_idx, submissions, len(job_overrides)))
+    target = _target(sweep_dir, job_overrides, initial_job_idx)
+    sweep_id, batch_dir, run_ids = target.sweep_id, target.batch_dir, target.run_ids
+    registry, submissions = launch_batch(
+        target, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id), "slurm",
+        record=lambda rows: record_sweep(sweep_id, sweep_dir, "slurm", conf, rows, sweeper_direction(launcher.config)),
+        submit=lambda staged: submit_arrays(maker, staged, chunks), created=created)
 
     ids = ", ".join(f"{s.job_id} ({s.count} task{'s' if s.count > 1 else ''})" for s in submissions)
     throttle = throttle_note(conf.get("array_parallelism"), [s.count for s in submissions])
@@ -189,22 +156,12 @@ def launch_locally(
 
     _log_tasks(job_overrides, initial_job_idx)
     created = batch.missing_folders(sweep_dir / ".slurmml")
-    sweep_id = sweep_id_for(sweep_dir, initial_job_idx)
-    batch_dir = batch.batch_dir_for(sweep_dir, sweep_id, initial_job_idx)
-    registry = None
-    try:
-        registry = record_batch(sweep_id, sweep_dir, "local", conf, batch_dir, job_overrides, initial_job_idx,
-                                log_path=lambda index: str(local_log_paths(batch_dir, index)[1]),
-                                direction=sweeper_direction(launcher.config))
-        batch.stage(batch_dir, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id))
-    except Exception:  # no task started: take back everything this batch wrote
-        _take_back(registry, sweep_dir, sweep_id, batch_dir, created,
-                   [run_id(sweep_id, initial_job_idx + i) for i in range(len(job_overrides))])
-        raise
-    batch.write_manifest(
-        batch_dir,
-        {"sweep_id": sweep_id, "backend": "local", "initial_job_idx": initial_job_idx, "num_tasks": len(job_overrides)},
-    )
+    target = _target(sweep_dir, job_overrides, initial_job_idx)
+    sweep_id, batch_dir, run_ids = target.sweep_id, target.batch_dir, target.run_ids
+    registry, _ = launch_batch(  # its tasks run below: nothing to submit
+        target, _payload(launcher, conf, job_overrides, initial_job_idx, sweep_id), "local",
+        record=lambda rows: record_sweep(sweep_id, sweep_dir, "local", conf, rows, sweeper_direction(launcher.config)),
+        submit=lambda staged: None, created=created)
     log.info(f"slurmml: running sweep {sweep_id} here, {parallelism} task(s) at a time; outputs in {sweep_dir}")
     done = [0]
     with _progress(f"sweep {sweep_id}", len(job_overrides)) as advance:
@@ -214,25 +171,15 @@ def launch_locally(
 
         problems = run_batch_locally(batch_dir, len(job_overrides), parallelism, conf.get("timeout_min", 60) * 60.0, on_done)
     returns = job_returns(batch_dir, job_overrides, problems)
-    _record_outcome(registry, sweep_id, {run_id(sweep_id, initial_job_idx + i): reason for i, reason in problems.items()})
+    _record_outcome(registry, sweep_id, {run_ids[i]: reason for i, reason in problems.items()})
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, {i: str(local_log_paths(batch_dir, i)[1]) for i in range(len(returns))})
     return returns
 
 
-def _take_back(registry: Any, sweep_dir: Path, sweep_id: str, batch_dir: Path, created: list[Path],
-               run_ids: list[str]) -> None:
-    """Undo what a batch that never started wrote: its registry rows (`registry` is None when none were
-    written), its staged folder, and its sweep's records when no other batch is in it."""
-    if registry is not None:
-        registry.discard_runs(sweep_id, run_ids)
-    if batch.unstage(sweep_dir, sweep_id, batch_dir, created):
-        (slurmml_home() / "sweeps" / f"{sweep_id}.json").unlink(missing_ok=True)
-        _sweep_ids.pop(sweep_dir, None)
-
-
-def _mark_queued(registry: Any, run_ids: list[str], submissions: list[Any]) -> None:
-    registry.mark_queued({run_ids[i]: (sub.task_job_id(i), sub.log_file(i))
-                          for sub in submissions for i in range(sub.offset, sub.offset + sub.count)})
+def _target(sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> BatchTarget:
+    """This command's batch; its sweep id is made (and recorded on disk) by its first batch."""
+    return BatchTarget(sweep_id_for(sweep_dir, initial_job_idx), sweep_dir, initial_job_idx,
+                       [list(overrides) for overrides in job_overrides])
 
 
 def _record_outcome(registry: Any, sweep_id: str, lost: dict[str, str]) -> None:

@@ -1,30 +1,36 @@
-"""Find a sweep on disk or by id, and tally its runs' states."""
+"""Find the sweeps a command names (a sweep id, or the folder sweeps were launched into), and tally their runs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
+from slurmml.core.states import ALL_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
-from slurmml.launcher import batch
-from slurmml.core.states import ALL_STATES
 
 
-def resolve_sweep(sweep: str) -> list[Path]:
-    """The state directories of a sweep id (recorded under $SLURMML_HOME/sweeps) or of every sweep in a directory."""
+def sweep_ids(registry: Any, sweep: str) -> list[str]:
+    """The sweeps SWEEP names: a sweep id known to the registry, or every sweep launched into that folder
+    (oldest first). Every command that takes a sweep looks it up here."""
+    from slurmml.registry.sweep_reads import sweeps_launched_into
+
+    if registry.has_sweep(sweep):
+        return [sweep]
     path = Path(sweep).expanduser()
-    if (path / ".slurmml").is_dir():
-        found = [record.parent for record in (path / ".slurmml").glob(f"*/{batch.SWEEP_RECORD}")]
+    if path.is_dir():
+        found = sweeps_launched_into(registry.conn, {str(path.absolute()), str(path.resolve())})
         if found:
-            return sorted(found, key=lambda d: json.loads((d / batch.SWEEP_RECORD).read_text())["created"])
-    record = slurmml_home() / "sweeps" / f"{sweep}.json"
-    if record.is_file():
-        state_dir = batch.sweep_state_dir(Path(json.loads(record.read_text())["dir"]), sweep)
-        if state_dir.is_dir():
-            return [state_dir]
-        raise SlurmmlError(f"sweep {sweep} was in {state_dir.parent.parent}, which no longer holds it")
+            return found
     raise unknown_sweep(sweep)
+
+
+def one_sweep_id(registry: Any, sweep: str) -> str:
+    """The sweep SWEEP names, for options that show one sweep (`--sweep`): a folder must hold only one."""
+    ids = sweep_ids(registry, sweep)
+    if len(ids) > 1:
+        raise SlurmmlError(f"{sweep} holds {len(ids)} sweeps ({', '.join(ids)}): give one of their ids")
+    return ids[0]
 
 
 def unknown_sweep(sweep: str) -> SlurmmlError:
@@ -33,12 +39,9 @@ def unknown_sweep(sweep: str) -> SlurmmlError:
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
+    """state -> how many of the rows are in it, live states first, then how runs ended."""
     tally: dict[str, int] = {}
     for row in rows:
         tally[row["state"]] = tally.get(row["state"], 0) + 1
-    order = {state: number for number, state in enumerate(ALL_STATES)}  # live first, then how runs ended
+    order = {state: number for number, state in enumerate(ALL_STATES)}
     return dict(sorted(tally.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
-
-
-def sweep_record(state_dir: Path) -> dict:
-    return json.loads((state_dir / batch.SWEEP_RECORD).read_text())

@@ -1,7 +1,7 @@
 """What runs inside each job: compose one sweep point's config and run the Hydra task.
 
 Slurm array tasks run `python -m slurmml.launcher.task BATCH_DIR --offset N`, the local
-backend `python -m slurmml.launcher.task BATCH_DIR INDEX`.
+backend `python -m slurmml.launcher.task BATCH_DIR INDEX` (task_arguments writes both).
 A task that raises exits non-zero with its traceback on stderr, so Slurm records FAILED.
 """
 
@@ -22,22 +22,36 @@ def job_id_from_environment(environ: Mapping[str, str], default: str) -> str:
     return environ.get("SLURM_JOB_ID", default)
 
 
-def run_task(batch_dir: Path, index: int) -> Any:
-    payload = batch.load_payload(batch_dir)
-    for entry in reversed(payload.import_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+def task_arguments(batch_dir: Path, *, index: Optional[int] = None, offset: Optional[int] = None) -> list[str]:
+    """What follows `python` to start tasks of a staged batch, as index_from_arguments reads it back:
+    task `index` (local runs), or the array task `offset` + SLURM_ARRAY_TASK_ID (Slurm)."""
+    if (index is None) == (offset is None):
+        raise ValueError("give index or offset")
+    which = [str(index)] if offset is None else ["--offset", str(offset)]
+    return ["-u", "-m", "slurmml.launcher.task", str(batch_dir), *which]
 
-    from hydra.core.hydra_config import HydraConfig
+
+def compose_config(payload: batch.Payload, overrides: list[str]) -> Any:
+    """The task's config for these overrides, composed from the staged Hydra context: what each task runs
+    with, and how a clone checks its overrides before anything is recorded. Raises what Hydra raises."""
     from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobStatus, run_job, setup_globals
-    from omegaconf import open_dict
+    from hydra.core.utils import setup_globals
 
+    batch.add_to_sys_path(payload.import_path)
     Singleton.set_state(payload.singleton_state)
     setup_globals()
+    return payload.hydra_context.config_loader.load_sweep_config(payload.config, list(overrides))
+
+
+def run_task(batch_dir: Path, index: int) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus, run_job
+    from omegaconf import open_dict
+
+    payload = batch.load_payload(batch_dir)
     job_num = payload.initial_job_idx + index
     overrides = list(payload.overrides[index])
-    config = payload.hydra_context.config_loader.load_sweep_config(payload.config, overrides)
+    config = compose_config(payload, overrides)
     with open_dict(config.hydra.job) as job:
         job.id = job_id_from_environment(os.environ, default=f"local_{job_num}")
         job.num = job_num

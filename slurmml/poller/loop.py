@@ -1,4 +1,5 @@
-"""The one poller that talks to Slurm for every view (CLI, launcher in wait mode, TUI): DESIGN rule 2.
+"""The one poller that talks to Slurm for every view (CLI, launcher in wait mode, TUI); why there is only one:
+docs/architecture.md, "One poller, on a schedule shared through the registry".
 
 Each `poll()` does at most what the schedule shared through the registry allows:
 - one `squeue --me` per interval (default 10 s, never below 5 s) for all of the user's active jobs;
@@ -7,7 +8,9 @@ Each `poll()` does at most what the schedule shared through the registry allows:
 - on a refusal or a timeout the call backs off, doubling up to 5 minutes; a success resets it.
 A call is claimed inside one BEGIN IMMEDIATE transaction on `poller_schedule`, so two processes on one
 registry (two TUIs, a watcher and a launcher) never both make it. Results go to the registry's
-`slurm_jobs` cache, which every view reads; then the runs are reconciled with Slurm's view:
+`slurm_jobs` cache, which every view reads; then the runs are reconciled with Slurm's view (the rules
+are pure functions in slurmml.core.reconcile; this module claims, calls, reads the job logs they need
+and stores):
 
 - a queued or running job moves its run to QUEUED or RUNNING; a requeue (squeue's RestartCnt) counts
   in runs.restarts and sends the run back to QUEUED;
@@ -25,57 +28,30 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
+from slurmml.core import reconcile
+from slurmml.core.reconcile import RESULT_GRACE_S, SlurmView
+from slurmml.core.states import FINAL_STATES
 from slurmml.registry import jobs
-from slurmml.core.states import FINAL_STATES, NOT_STARTED_STATES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING, run_state_of
 from slurmml.slurm.accounting import (
-    SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report, parse_sacct_time, sacct_report_command, unknown_sacct_field,
+    SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report, sacct_report_command, unknown_sacct_field,
 )
 from slurmml.slurm.commands import CommandResult, run_command
-from slurmml.slurm.parse import _expand_array_id
+from slurmml.slurm.parse import SQUEUE_ARGV, memory_kill_line, parse_squeue
 
 MIN_SQUEUE_INTERVAL_S = 5.0
 MIN_SACCT_INTERVAL_S = 5.0
 BACKOFF_MAX_S = 300.0
 CALL_TIMEOUT_S = 30.0  # run_command's own limit: a claimed call holds the schedule this long at most
-RESULT_GRACE_S = 60.0  # Slurm says COMPLETED: the run's own end record may still be on its way (NFS)
-SACCT_LAG_S = 10.0  # slurmdbd lags the controller by seconds (tests/data/README.md)
 FOLLOW_UP_S = 600.0  # runs that ended this recently still get sacct's record (elapsed, memory, ...)
 ACCOUNTING_RECHECK_S = 3600.0
 SINCE_MARGIN_S = 300.0  # --starttime this long before the oldest run was recorded (clock skew)
-
-# squeue -O: one line per array task, nothing truncated (no field widths), restart count and submit time
-SQUEUE_FIELDS = "JobArrayID:|,State:|,Reason:|,RestartCnt:|,SubmitTime:|"
-SQUEUE_ARGV = ("squeue", "--noheader", "--array", "--me", f"--Format={SQUEUE_FIELDS}")
+ACCOUNTING_WINDOW_S = 7 * 86400  # runs that ended this recently without sacct's record are asked for it unprompted
+LOG_TAIL_BYTES = 16384  # where slurmstepd's memory-kill line is: the end of the job's stderr
 
 ACCOUNTING_OFF_MARKS = ("accounting storage is disabled", "command not found")
-
-ACCOUNTING_WINDOW_S = 7 * 86400  # runs that ended this recently without sacct's record are asked for it unprompted
-# ended from outside: Slurm knows better than a run that recorded FAILED (or nothing)
-KILLED = {"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTED"}
-# what slurmstepd writes to the job's stderr when JobAcctGatherParams=OverMemoryKill (or cgroups) kill it
-MEMORY_KILL_WORDS = ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "out of memory")
-
-
-def parse_squeue_records(text: str, updated: Optional[float] = None) -> list[JobRecord]:
-    """Rows of `squeue --noheader --array --Format=SQUEUE_FIELDS` (`4697_0|PENDING|BeginTime|1|2026-...|`)."""
-    records = []
-    for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) < 2 or not fields[0]:
-            continue
-        reason = fields[2].strip() if len(fields) > 2 else ""
-        try:
-            restarts = int(fields[3]) if len(fields) > 3 and fields[3].strip() else 0
-        except ValueError:
-            restarts = 0
-        submit = parse_sacct_time(fields[4]) if len(fields) > 4 else None
-        for job_id in _expand_array_id(fields[0].strip()):
-            records.append(JobRecord(job_id=job_id, state=fields[1].strip(), reason="" if reason == "None" else reason,
-                                     restarts=restarts, submit=submit, source="squeue", updated=updated))
-    return records
 
 
 def sacct_id(job_id: str) -> str:
@@ -88,60 +64,32 @@ def accounting_disabled(result: CommandResult) -> bool:
     return not result.ok and any(words in text for words in ACCOUNTING_OFF_MARKS)
 
 
-def _who(reason: str) -> str:
-    """`by 1000` -> `by alice (uid 1000)`."""
-    words = reason.split()
-    if len(words) == 2 and words[0] == "by" and words[1].isdigit():
-        try:
-            import pwd
+def user_name(uid: str) -> Optional[str]:
+    """The name of a uid in this machine's user database (who cancelled a job), None if it has none."""
+    try:
+        import pwd
 
-            return f"by {pwd.getpwuid(int(words[1])).pw_name} (uid {words[1]})"
-        except (KeyError, ImportError):
-            return f"by uid {words[1]}"
-    return reason
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ImportError):
+        return None
 
 
-def memory_kill_line(log_path: Optional[str], max_bytes: int = 16384) -> Optional[str]:
-    """The line in the end of a job's stderr where Slurm says it killed the job for its memory, if any."""
+def read_memory_kill(log_path: Optional[str]) -> Optional[str]:
+    """The memory-kill line in the end of a job's stderr file, if it has one (and can be read)."""
     if not log_path:
         return None
     try:
         with open(log_path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - max_bytes))
+            handle.seek(max(0, handle.tell() - LOG_TAIL_BYTES))
             tail = handle.read().decode("utf-8", "replace")
     except OSError:
         return None
-    for line in tail.splitlines():  # the first one names the step and the sizes
-        if any(words in line.lower() for words in MEMORY_KILL_WORDS):
-            return line.strip()
-    return None
+    return memory_kill_line(tail)
 
 
-def slurm_outcome(record: JobRecord, log_path: Optional[str] = None) -> tuple[str, str]:
-    """A final Slurm record as (registry state, reason): `TIMEOUT`, `Slurm: TIMEOUT after 63 s (limit 60 s)`."""
-    state = run_state_of(record.state)
-    words = f"Slurm job {record.job_id}: {record.state}"
-    if state in {"FAILED", "CANCELLED"} and record.signal == 9:
-        # OverMemoryKill (no cgroups) reports FAILED 0:9, with slurmstepd's words in the job's stderr
-        line = memory_kill_line(log_path)
-        if line:
-            return "OUT_OF_MEMORY", f"{words} (signal 9) after going over its memory: {line}"
-        if record.max_rss_mb and record.req_mem_mb and record.max_rss_mb >= record.req_mem_mb:
-            return "OUT_OF_MEMORY", (f"{words} (signal 9) after going over its memory: MaxRSS "
-                                     f"{record.max_rss_mb:.0f} MB, requested {record.req_mem_mb:.0f} MB")
-    if state == "FAILED":
-        if record.signal:
-            return state, f"{words}, killed by signal {record.signal}"
-        return state, f"{words}, exit code {record.exit_code}" if record.exit_code is not None else words
-    if state == "CANCELLED":
-        return state, f"{words} {_who(record.reason)}".rstrip()
-    if state == "TIMEOUT":
-        limit = f" (limit {record.timelimit_s} s)" if record.timelimit_s else ""
-        return state, f"{words} after {record.elapsed_s} s{limit}" if record.elapsed_s is not None else words + limit
-    if state in {"NODE_FAIL", "PREEMPTED"} and record.node_list:
-        return state, f"{words} on {record.node_list}"
-    return state, words
+def _last(seen: Optional[jobs.Mark]) -> Optional[float]:
+    return seen.last if seen is not None else None
 
 
 @dataclass
@@ -243,45 +191,11 @@ class Poller:
                                        f"(next try in {delay:.0f} s)")
             return
         known = {r.job_id for r in runs}
-        seen = [rec for rec in parse_squeue_records(result.stdout, updated=started) if rec.job_id in known]
+        seen = [rec for rec in parse_squeue(result.stdout, updated=started) if rec.job_id in known]
         cached = jobs.cached_records(self.registry, (rec.job_id for rec in seen))
-        merged = []
-        for rec in seen:
-            old = cached.get(rec.job_id)
-            if old is not None and _earlier_execution(old, rec):  # requeued: the cached figures were another execution's
-                rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0))
-            elif old is not None:  # keep what sacct knew (times, limits, resources)
-                rec = replace(old, state=rec.state, reason=rec.reason, submit=rec.submit or old.submit,
-                              restarts=max(rec.restarts, old.restarts or 0), source="squeue", updated=started)
-            merged.append(rec)
-        self.registry.store_job_records(merged)
+        self.registry.store_job_records([reconcile.merge_squeue(cached.get(rec.job_id), rec) for rec in seen])
         jobs.record_call(self.registry, "squeue", started, now, True, self.squeue_interval_s, BACKOFF_MAX_S)
         report.answered += 1
-
-    def _sacct_targets(self, runs: list[jobs.TrackedRun], now: float) -> list[jobs.TrackedRun]:
-        """Runs with no final sacct record whose job left squeue, or that recorded their own end (whatever
-        squeue last said: once a run has ended nobody may poll squeue again): active runs first, oldest first."""
-        squeue_ok = jobs.mark(self.registry, "squeue.ok")
-        last_squeue = squeue_ok.last if squeue_ok is not None and squeue_ok.last is not None else None
-        cached = jobs.cached_records(self.registry, (r.job_id for r in runs))
-        active, ended = [], []
-        for run in runs:
-            rec = cached.get(run.job_id)
-            if rec is not None and rec.source == "sacct" and rec.state in SLURM_FINAL:
-                continue  # sacct already said how it ended
-            if run.final:
-                ended.append(run)
-                continue
-            if last_squeue is None:
-                continue  # an active run has left the queue only if a squeue has not listed it
-            if rec is not None and rec.source == "squeue" and (rec.updated or 0) >= last_squeue:
-                continue  # in the last squeue
-            queued = run.queued_at if run.queued_at is not None else run.created
-            if rec is None and (queued is None or queued >= last_squeue):
-                continue  # queued after the last squeue started: not missed by it
-            active.append(run)
-        key = lambda r: (r.queued_at or r.created or 0)  # noqa: E731
-        return sorted(active, key=key) + sorted(ended, key=key)
 
     def _sacct(self, runs: list[jobs.TrackedRun], report: PollReport) -> None:
         now = self.clock()
@@ -289,7 +203,9 @@ class Poller:
         if off is not None and (off.next_allowed is None or now < off.next_allowed):
             self._warn_accounting_once(report)
             return
-        targets = self._sacct_targets(runs, now)
+        last_squeue = _last(jobs.mark(self.registry, "squeue.ok"))  # before the cache: a squeue may land between
+        cached = jobs.cached_records(self.registry, (r.job_id for r in runs))
+        targets = reconcile.sacct_targets(runs, cached, last_squeue)
         if not targets:
             self._no_targets_until = now + MIN_SQUEUE_INTERVAL_S
             return
@@ -335,41 +251,22 @@ class Poller:
             jobs.clear_mark(self.registry, "accounting.off")
         known = {r.job_id for r in runs}
         records = [rec for rec in parse_sacct_report(result.stdout, fields, updated=now) if rec.job_id in known]
-        answered = {rec.job_id for rec in records}
-        # an ended run sacct knows nothing of, well after its end: say so (state None), so that it is not asked
-        # for again unprompted (a view that shows it still asks); a purged or never-accounted job
-        records += [JobRecord(job_id=run.job_id, state=None, source="sacct", updated=now) for run in chosen
-                    if run.final and run.job_id not in answered and (run.ended or now) + SACCT_LAG_S <= now]
+        # ended runs sacct knows nothing of: said so (state None), so that they are not asked for again unprompted
+        # (a view that shows one still asks)
+        records += [JobRecord(job_id=job_id, state=None, source="sacct", updated=now)
+                    for job_id in reconcile.unknown_to_sacct(chosen, {rec.job_id for rec in records}, now)]
         self._store_sacct(records, active={r.job_id for r in runs if not r.final})
         jobs.record_call(self.registry, "sacct", now, finished, True, self.sacct_interval_s, BACKOFF_MAX_S)
         report.answered += 1
 
     def _store_sacct(self, records: list[JobRecord], active: set[str]) -> None:
         cached = jobs.cached_records(self.registry, (rec.job_id for rec in records))
-        squeue_ok = jobs.mark(self.registry, "squeue.ok")
-        recent_squeue = (squeue_ok.last if squeue_ok is not None and squeue_ok.last is not None
-                         and self.clock() - squeue_ok.last <= 2 * self.squeue_interval_s + CALL_TIMEOUT_S else None)
-        merged = []
-        for rec in records:
-            old = cached.get(rec.job_id)
-            if old is not None and old.source == "squeue" and _earlier_execution(rec, old):
-                continue  # sacct (lagging) still describes the execution a requeue ended: squeue has seen the next
-            if (rec.state in SLURM_FINAL and rec.job_id in active and recent_squeue is not None and old is not None
-                    and old.source == "squeue" and (old.updated or 0) >= recent_squeue):
-                # the last squeue still listed the job and its run recorded no end: the queue is newer than the
-                # accounting database, and right after a requeue sacct calls the killed execution FAILED with
-                # the Submit squeue still shows (COMPLETING, RestartCnt 1). The final word counts once a squeue
-                # no longer lists the job (the run is then sacct's target again).
-                continue
-            if old is not None and rec.state is not None:
-                rec = replace(rec, restarts=max(rec.restarts, old.restarts or 0), submit=rec.submit or old.submit)
-                if rec.state not in SLURM_FINAL and old.source == "squeue":
-                    # sacct lags: keep squeue's word (and when squeue last saw the job), fill in what it lacks
-                    filled = {name: value for name, value in vars(rec).items()
-                              if getattr(old, name) in (None, "") and value not in (None, "")}
-                    rec = replace(old, **filled)
-            merged.append(rec)
-        self.registry.store_job_records(merged)
+        last_squeue = _last(jobs.mark(self.registry, "squeue.ok"))
+        # a squeue that started this recently still describes the queue (the next one is due, or under way)
+        recent = (last_squeue if last_squeue is not None
+                  and self.clock() - last_squeue <= 2 * self.squeue_interval_s + CALL_TIMEOUT_S else None)
+        merged = [reconcile.merge_sacct(cached.get(rec.job_id), rec, rec.job_id in active, recent) for rec in records]
+        self.registry.store_job_records([rec for rec in merged if rec is not None])
 
     def _warn_accounting_once(self, report: PollReport) -> None:
         if not self._warned_accounting:
@@ -383,141 +280,29 @@ class Poller:
     def _reconcile(self, runs: list[jobs.TrackedRun], report: PollReport) -> None:
         now = self.clock()
         cached = jobs.cached_records(self.registry, (r.job_id for r in runs))
-        squeue_ok = jobs.mark(self.registry, "squeue.ok")
-        sacct_ok = jobs.mark(self.registry, "sacct.ok")
-        accounting_off = self.accounting_off()
-        follow: list[jobs.RunChange] = []
-        to_settle: list[jobs.TrackedRun] = []
-        for run in runs:
-            rec = cached.get(run.job_id)
-            current = (rec is not None and rec.source == "squeue" and squeue_ok is not None
-                       and (rec.updated or 0) >= (squeue_ok.last or 0))
-            if rec is not None and rec.state in SLURM_FINAL:
-                to_settle.append(run)
-            elif run.final:
-                if current and rec.restarts > run.restarts and rec.state in SLURM_PENDING | SLURM_RUNNING:
-                    # ended, then requeued by Slurm (sacct can call the killed execution FAILED first)
-                    state = "QUEUED" if rec.state in SLURM_PENDING else "RUNNING"
-                    follow.append(jobs.RunChange(run.id, state, (run.state,), reopen=True))
-                continue
-            elif current:
-                change = self._follow(run, rec)
-                if change:
-                    follow.append(change)
-            else:
-                to_settle.append(run)  # gone from squeue without a final record: LOST, after the grace period
-        for change in jobs.apply_changes(self.registry, follow, source="squeue", now=now):
-            report.changes[change.run_id] = change.state
-        if to_settle:
-            self._settle(to_settle, cached, now, squeue_ok, sacct_ok, accounting_off, report)
-
-    @staticmethod
-    def _follow(run: jobs.TrackedRun, rec: JobRecord) -> Optional[jobs.RunChange]:
-        """A job in squeue: QUEUED while pending, RUNNING once started; a requeue sends a running run back.
-
-        runs.restarts is not raised here: ingest counts each start the run records after its first, and
-        the restarted task records one. Slurm's count is applied when the run's final state is settled.
-        """
-        requeued = rec.restarts > run.restarts
-        if rec.state in SLURM_PENDING:
-            if run.state == "SUBMITTING" or (run.state == "RUNNING" and requeued):
-                return jobs.RunChange(run.id, "QUEUED", (run.state,))
-        elif rec.state in SLURM_RUNNING:
-            if run.state in NOT_STARTED_STATES:
-                return jobs.RunChange(run.id, "RUNNING", (run.state,))
-        return None
-
-    def _settle(self, candidates: list[jobs.TrackedRun], cached: dict[str, JobRecord], now: float,
-                squeue_ok: Optional[jobs.Mark], sacct_ok: Optional[jobs.Mark], accounting_off: bool,
-                report: PollReport) -> None:
-        decisions: list[tuple[jobs.TrackedRun, Optional[JobRecord]]] = []
-        for run in candidates:
-            rec = cached.get(run.job_id)
-            if rec is not None and rec.state in SLURM_FINAL:
-                if run.final and (not self._slurm_knows_better(run, rec)
-                                  or slurm_outcome(rec, run.log_path)[0] == run.state):
-                    continue
-                decisions.append((run, rec))
-            elif self._lost(run, rec, now, squeue_ok, sacct_ok, accounting_off):
-                decisions.append((run, None))
-        if not decisions:
+        view = SlurmView(
+            cached=cached, now=now, last_squeue=_last(jobs.mark(self.registry, "squeue.ok")),
+            last_sacct=_last(jobs.mark(self.registry, "sacct.ok")), accounting_off=self.accounting_off(),
+            # each job log read once, for the few runs whose outcome it may decide
+            memory_kills={run.id: line for run in runs if reconcile.needs_memory_check(run, cached.get(run.job_id))
+                          and (line := read_memory_kill(run.log_path))},
+        )
+        plan = reconcile.plan(runs, view, self.lost_grace_s)
+        self._apply(plan.follow, "squeue", now, report)
+        if not plan.settle:
             return
         self.registry.ingest()  # the runs' own end records first: they are never overridden by a guess
-        fresh = jobs.runs_by_id(self.registry, (run.id for run, _ in decisions))
-        changes = []
-        for old, rec in decisions:
-            run = fresh.get(old.id)
-            if run is None:
-                continue
-            if rec is None:
-                if not run.final:
-                    changes.append(jobs.RunChange(run.id, "LOST", (run.state,),
-                                                  error=self._lost_reason(run, cached.get(run.job_id), now, accounting_off)))
-                continue
-            if run.final and not self._slurm_knows_better(run, rec):
-                continue
-            state, reason = slurm_outcome(rec, run.log_path)
-            if state == run.state:
-                continue  # Slurm agrees with what the run recorded
-            if state == "COMPLETED":
-                if not run.final and now - (rec.end or rec.updated or now) < self.result_grace_s:
-                    continue  # the run's end record may still be on its way
-                reason = f"{reason}; the run recorded no end"
-            if run.final and run.error:
-                reason = f"{reason}\n(the run itself recorded {run.state}: {run.error.strip().splitlines()[-1]})"
-            changes.append(jobs.RunChange(run.id, state, (run.state,), error=reason,
-                                          exit_code=rec.exit_code if state == "FAILED" else None,
-                                          restarts=rec.restarts or None, ended=rec.end))
-        source = "squeue" if accounting_off else "sacct"
-        for change in jobs.apply_changes(self.registry, changes, source=source, now=now):
+        fresh = jobs.runs_by_id(self.registry, (run.id for run, _ in plan.settle))
+        uids = {uid for _, rec in plan.settle if rec is not None and (uid := reconcile.canceller_uid(rec.reason))}
+        names = {uid: name for uid in uids if (name := user_name(uid))}
+        changes = reconcile.settle(plan.settle, fresh, view, self.result_grace_s, names)
+        self._apply(changes, "squeue" if view.accounting_off else "sacct", now, report)
+
+    def _apply(self, changes: list[reconcile.RunChange], source: str, now: float, report: PollReport) -> None:
+        applied = jobs.apply_changes(self.registry, [jobs.RunChange(**asdict(c)) for c in changes],
+                                     source=source, now=now)
+        for change in applied:
             report.changes[change.run_id] = change.state
-
-    @staticmethod
-    def _slurm_knows_better(run: jobs.TrackedRun, rec: JobRecord) -> bool:
-        """A run that recorded its own end keeps it, except: killed from outside beats the run's FAILED,
-        and any final word from Slurm beats LOST (a guess made when Slurm had said nothing)."""
-        state = run_state_of(rec.state)
-        if run.state == "LOST":
-            return True
-        if run.state == "FAILED":
-            return state in KILLED or (state == "FAILED" and rec.signal == 9)  # 9: maybe a memory kill
-        return False
-
-    def _lost(self, run: jobs.TrackedRun, rec: Optional[JobRecord], now: float, squeue_ok: Optional[jobs.Mark],
-              sacct_ok: Optional[jobs.Mark], accounting_off: bool) -> bool:
-        if run.final or squeue_ok is None or squeue_ok.last is None:
-            return False
-        gone_since = self._gone_since(run, rec)
-        if gone_since is None or gone_since >= squeue_ok.last or now - gone_since < self.lost_grace_s:
-            return False
-        if accounting_off:
-            return True
-        # sacct must have been asked (successfully) well after the job left the queue
-        return sacct_ok is not None and sacct_ok.last is not None and sacct_ok.last >= gone_since + SACCT_LAG_S
-
-    @staticmethod
-    def _gone_since(run: jobs.TrackedRun, rec: Optional[JobRecord]) -> Optional[float]:
-        """The last time squeue listed the job, or when it was queued if squeue never did."""
-        if rec is not None and rec.source == "squeue" and rec.updated is not None:
-            return rec.updated
-        return run.queued_at if run.queued_at is not None else run.created
-
-    def _lost_reason(self, run: jobs.TrackedRun, rec: Optional[JobRecord], now: float, accounting_off: bool) -> str:
-        gone = self._gone_since(run, rec)
-        ago = f" {now - gone:.0f} s ago" if gone is not None else ""
-        if accounting_off:
-            return (f"Slurm job {run.job_id} left the queue{ago} and the run recorded no end; this cluster keeps "
-                    f"no accounting (sacct), so how it ended is unknown")
-        if rec is not None and rec.source == "sacct":
-            return (f"Slurm job {run.job_id} left the queue{ago}, but sacct still says {rec.state} "
-                    f"(a runaway record) and the run recorded no end")
-        return f"Slurm job {run.job_id} left the queue{ago}; sacct has no record of it and the run recorded no end"
-
-
-def _earlier_execution(first: JobRecord, then: JobRecord) -> bool:
-    """Whether `first` describes an execution of the job before `then`'s: a requeue gives the job a new submit
-    time (squeue's SubmitTime and sacct's Submit both show it; tests/data/poller/README.md)."""
-    return first.submit is not None and then.submit is not None and first.submit < then.submit
 
 
 def catch_up(registry: Any, sweep_ids: Iterable[str] = (), run_ids: Iterable[str] = (),
@@ -530,13 +315,6 @@ def catch_up(registry: Any, sweep_ids: Iterable[str] = (), run_ids: Iterable[str
     for failure in report.failed_calls:
         warn(failure)
     return report
-
-
-def active_job_count(registry: Any) -> int:
-    """Runs with a Slurm job that have not reached a final state."""
-    final = ",".join("?" * len(FINAL_STATES))
-    return registry.conn.execute(f"SELECT count(*) FROM runs WHERE slurm_job_id IS NOT NULL AND state NOT IN ({final})",
-                                 FINAL_STATES).fetchone()[0]
 
 
 def poll_until_final(poller: Poller, run_ids: Iterable[str], timeout_s: float, sleep: Callable[[float], None] = time.sleep,

@@ -1,6 +1,8 @@
-"""Registry reads for interactive views: every run in one pass, GPU series, leaderboards, config maps.
+"""Registry reads for the CLI and the TUI: every run in one pass, filtered and sorted runs, one run in full,
+GPU series, the leaderboard, curves, config maps.
 
-Each function takes a connection and returns plain Python values; nothing here writes.
+The functions take a connection (the TUI calls them under its own lock); RunReads gives the Registry the
+reads the CLI names as methods. Each returns plain Python values; nothing here writes.
 Built for registries of 10,000s of runs: whole-table reads are single scans, per-run reads use indexes.
 """
 
@@ -8,11 +10,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from slurmml.core.direction import RESULT, metric_mode, shared_direction
-from slurmml.registry.query import downsample, filters_sql, key_sql
-from slurmml.core.states import FAILED_STATES
+from slurmml.core.states import ACTIVE_STATES, FAILED_STATES
+from slurmml.errors import SlurmmlError
+from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
+
+RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
+              "restarts", "overrides", "run_dir", "log_path", "result"]
 
 RUN_LIST_SQL = """
 SELECT r.run, r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.host, r.created, r.started, r.ended,
@@ -75,8 +82,7 @@ def live_gpu_util(conn: sqlite3.Connection) -> dict[int, float]:
 
 def matching_run_ids(conn: sqlite3.Connection, expressions: Iterable[str]) -> set[str]:
     """Ids of runs matching every expression ('lr<0.01', 'model=mlp', 'val_acc>0.9', 'state=FAILED')."""
-    names = {row[0] for row in conn.execute("SELECT name FROM metric_keys")}
-    conditions, args = filters_sql(expressions, names)
+    conditions, args = filters_sql(expressions, set(metric_names(conn)))
     where = " AND ".join(conditions) or "1"
     return {row[0] for row in conn.execute(f"SELECT r.id FROM runs r WHERE {where}", args)}
 
@@ -152,3 +158,157 @@ def data_version(conn: sqlite3.Connection) -> tuple[int, int]:
     """Changes by other connections (PRAGMA data_version) and by this one (total_changes): a cheap
     'has anything changed since I last looked' for views that refresh on a timer."""
     return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
+
+
+class RunReads:
+    """Registry methods for the CLI's reads (`slurmml runs`, `show`, `best`, `watch`, `report`)."""
+
+    conn: sqlite3.Connection
+    path: Path
+
+    def metric_names(self) -> set[str]:
+        return set(metric_names(self.conn))
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep with its run counts: completed, failed (every other final state), active (not final)."""
+        failed, active = ",".join("?" * len(FAILED_STATES)), ",".join("?" * len(ACTIVE_STATES))
+        rows = self.conn.execute(
+            "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, s.direction, count(r.run) AS runs, "
+            "coalesce(sum(r.state = 'COMPLETED'), 0) AS completed, "
+            f"coalesce(sum(r.state IN ({failed})), 0) AS failed, coalesce(sum(r.state IN ({active})), 0) AS active "
+            "FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id GROUP BY s.id ORDER BY s.created",
+            (*FAILED_STATES, *ACTIVE_STATES))
+        return [dict(row) for row in rows]
+
+    def sweep_direction(self, sweep: Optional[str] = None) -> Optional[str]:
+        """The direction `sweep` declared (or, without one, that all declaring sweeps agree on): slurmml.core.direction."""
+        return sweep_direction(self.conn, sweep)
+
+    def has_sweep(self, sweep_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is not None
+
+    def _check_filter_keys(self, where: Iterable[str], sweep: Optional[str]) -> None:
+        """A filter on a key that no run in scope has (no config key, metric or run column of that name) is
+        a typo, not an empty answer. A key some runs have is fine, whether or not any of them matches."""
+        for text in where:
+            key = parse_filter(text).key
+            if key in RUN_COLUMNS:
+                continue
+            scope, args = ("r.sweep_id = ? AND ", [sweep]) if sweep else ("", [])
+            match, match_args = key_sql("p.key", key)
+            found = self.conn.execute(
+                f"SELECT 1 FROM runs r WHERE {scope}(EXISTS (SELECT 1 FROM params p WHERE p.run = r.run AND "
+                f"{match}) OR EXISTS (SELECT 1 FROM metric_summary s JOIN metric_keys k "
+                f"USING (key) WHERE s.run = r.run AND k.name = ?)) LIMIT 1", [*args, *match_args, key]).fetchone()
+            if found is None:
+                scope_words = f" in sweep {sweep}" if sweep else ""
+                raise SlurmmlError(f"filter {text!r}: no run{scope_words} has a config key, metric or column '{key}'")
+
+    def runs(self, sweep: Optional[str] = None, where: Iterable[str] = (), sort: Optional[str] = None,
+             limit: Optional[int] = None, metrics: Optional[list[str]] = None) -> list[dict[str, Any]]:
+        """Runs with the last value of each metric; filters are parsed and bound, never pasted into SQL."""
+        names = self.metric_names()
+        conditions, args = filters_sql(where, names)
+        self._check_filter_keys(where, sweep)
+        if sweep:
+            conditions.append("r.sweep_id = ?")
+            args.append(sweep)
+        order = "r.sweep_id, r.job_num"
+        if sort:
+            key, descending = parse_sort(sort)
+            if descending is None:  # no sign: a metric or the result best first, anything else ascending
+                ranked = key == RESULT or (key in names and key not in RUN_COLUMNS)
+                descending = ranked and metric_mode(key, self.sweep_direction(sweep)) == "max"
+            direction = "DESC" if descending else "ASC"
+            if key == RESULT:
+                order = f"r.result IS NULL, r.result {direction}"
+            elif key in RUN_COLUMNS or key in {"started", "ended"}:
+                order = f"r.{key} {direction}"
+            elif key in names:
+                order = (f"(SELECT s.last FROM metric_summary s JOIN metric_keys k USING (key) "
+                         f"WHERE s.run = r.run AND k.name = ?) IS NULL, "
+                         f"(SELECT s.last FROM metric_summary s JOIN metric_keys k USING (key) "
+                         f"WHERE s.run = r.run AND k.name = ?) {direction}")
+                args.extend([key, key])
+            else:
+                raise SlurmmlError(f"cannot sort by {key!r}: not a run column nor a logged metric "
+                                   f"({', '.join(sorted(names)) or 'none logged yet'})")
+        sql = (f"SELECT r.run, {', '.join('r.' + f for f in RUN_FIELDS)} FROM runs r "
+               f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY {order}")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = [dict(row) for row in self.conn.execute(sql, args)]
+        self._attach_summaries(rows, metrics)
+        return rows
+
+    def _attach_summaries(self, rows: list[dict[str, Any]], metrics: Optional[list[str]]) -> None:
+        by_run = {row["run"]: row for row in rows}
+        if not by_run:
+            return
+        placeholders = ",".join("?" * len(by_run)) if len(by_run) < 900 else None
+        sql = "SELECT s.run, k.name, s.last FROM metric_summary s JOIN metric_keys k USING (key)"
+        args: list[Any] = []
+        if placeholders:
+            sql += f" WHERE s.run IN ({placeholders})"
+            args = list(by_run)
+        for run, name, last in self.conn.execute(sql, args):
+            if run in by_run and (metrics is None or name in metrics) and name not in RUN_FIELDS:
+                by_run[run][name] = last
+        for row in rows:
+            row["overrides"] = " ".join(json.loads(row["overrides"] or "[]"))
+            del row["run"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise SlurmmlError(f"no run {run_id!r} in {self.path}")
+        run = dict(row)
+        key = run.pop("run")
+        for field in ("overrides", "config", "environment"):
+            run[field] = json.loads(run[field]) if run[field] else None
+        run["states"] = [dict(r) for r in self.conn.execute(
+            "SELECT state, time, source FROM run_states WHERE run = ? ORDER BY time, rowid", (key,))]
+        run["metrics"] = {r["name"]: {k: r[k] for k in ("last", "last_step", "min", "max", "count")}
+                          for r in self.conn.execute(
+                              "SELECT k.name, s.* FROM metric_summary s JOIN metric_keys k USING (key) WHERE s.run = ?",
+                              (key,))}
+        run["artifacts"] = [dict(r) for r in self.conn.execute(
+            "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
+        run["params"] = self._logged_params(key)
+        run["direction"] = self.sweep_direction(run["sweep_id"]) if run["sweep_id"] else None
+        return run
+
+    def _logged_params(self, key: int) -> dict[str, Any]:
+        """What the run gave `slurmml.log_params`, also where its config has the same value."""
+        return {name: json.loads(value) for name, value in self.conn.execute(
+            "SELECT key, value FROM params WHERE run = ? AND logged ORDER BY key", (key,))}
+
+    def run_with_sweep(self, run_id: str) -> dict[str, Any]:
+        """One run's row (no metrics) with its sweep's owner, backend, cwd, sweep_dir, argv and launcher config.
+
+        What the run actions need; plain-script runs (no sweep) have None for the sweep's fields.
+        """
+        row = self.conn.execute(
+            "SELECT r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.spool_path, r.log_path, r.overrides, "
+            "r.parent_id, r.restarts, r.host, r.pid, s.user AS owner, s.backend, s.cwd, s.sweep_dir, s.argv, s.launcher "
+            "FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise SlurmmlError(f"no run {run_id!r} in {self.path}")
+        run = dict(row)
+        for field in ("overrides", "argv", "launcher"):
+            run[field] = json.loads(run[field]) if run[field] else None
+        return run
+
+    def best(self, metric: str, mode: Optional[str] = None, sweep: Optional[str] = None, limit: int = 20) -> list[dict]:
+        """The leaderboard (the one ranking query, `leaderboard`) of one sweep or all, best first."""
+        return leaderboard(self.conn, metric, mode, sweep, limit=limit)
+
+    def curves(self, run_ids: list[str], metric: str, max_points: int = 500) -> dict[str, list[tuple]]:
+        """run id -> its downsampled (step, value) points of `metric`."""
+        out = {}
+        for run_id in run_ids:
+            points = self.conn.execute(
+                "SELECT m.step, m.value FROM metrics m JOIN runs r USING (run) JOIN metric_keys k USING (key) "
+                "WHERE r.id = ? AND k.name = ? ORDER BY m.step", (run_id, metric)).fetchall()
+            out[run_id] = downsample([tuple(p) for p in points], max_points)
+        return out

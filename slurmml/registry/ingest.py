@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 from slurmml.core.states import FINAL_STATES
+from slurmml.registry.store import transaction
 from slurmml.tracking.spool import parse_chunk
 
 READ_LIMIT = 64 * 1024 * 1024  # bytes per run per pass: bounded memory on huge spools
@@ -185,26 +186,20 @@ def ingest_run(conn: sqlite3.Connection, run: int, spool_path: str, keys: Option
     except OSError as error:
         report.problems.append(f"{spool_path}: {error.strerror}")
         return report
-    with handle:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute("SELECT offset FROM spool_offsets WHERE run = ?", (run,)).fetchone()
-            offset = row[0] if row else 0
-            handle.seek(offset)
-            data = handle.read(READ_LIMIT)
-            chunk = parse_chunk(data)
-            if chunk.consumed:
-                report.points = _apply(conn, run, chunk.records, keys or _Keys(conn))
-                for position, problem in chunk.problems:
-                    conn.execute("INSERT INTO ingest_problems VALUES (?, ?, ?, ?)",
-                                 (run, offset + position, problem, time.time()))
-                    report.problems.append(f"{spool_path}: byte {offset + position}: {problem}; skipped")
-                conn.execute("INSERT OR REPLACE INTO spool_offsets(run, offset, updated) VALUES (?, ?, ?)",
-                             (run, offset + chunk.consumed, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    with handle, transaction(conn):
+        row = conn.execute("SELECT offset FROM spool_offsets WHERE run = ?", (run,)).fetchone()
+        offset = row[0] if row else 0
+        handle.seek(offset)
+        data = handle.read(READ_LIMIT)
+        chunk = parse_chunk(data)
+        if chunk.consumed:
+            report.points = _apply(conn, run, chunk.records, keys or _Keys(conn))
+            for position, problem in chunk.problems:
+                conn.execute("INSERT INTO ingest_problems VALUES (?, ?, ?, ?)",
+                             (run, offset + position, problem, time.time()))
+                report.problems.append(f"{spool_path}: byte {offset + position}: {problem}; skipped")
+            conn.execute("INSERT OR REPLACE INTO spool_offsets(run, offset, updated) VALUES (?, ?, ?)",
+                         (run, offset + chunk.consumed, time.time()))
     report.runs, report.records = 1, len(chunk.records)
     return report
 
@@ -239,3 +234,19 @@ def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None, recent_s: O
         total.points += report.points
         total.problems.extend(report.problems)
     return total
+
+
+class SpoolIngest:
+    """Registry methods for the ingest: the views, the poller and the local launcher call these."""
+
+    conn: sqlite3.Connection
+
+    def ingest(self, sweep_id: Optional[str] = None, recent_s: Optional[float] = None) -> IngestReport:
+        return ingest(self.conn, sweep_id, recent_s)
+
+    def ingest_one(self, run_id: str) -> IngestReport:
+        """Read one run's new spool lines (before acting on it: its state must be current)."""
+        row = self.conn.execute("SELECT run, spool_path FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or not row[1]:
+            return IngestReport()
+        return ingest_run(self.conn, row[0], row[1])

@@ -1,7 +1,9 @@
-"""What the poller needs from the registry: the shared call schedule, the runs it follows, state changes.
+"""What the poller needs from the registry: the cache of Slurm's view, the shared call schedule, the runs it
+follows, state changes.
 
-Functions take a Registry (slurmml.registry.registry). Every write is one BEGIN IMMEDIATE transaction,
-so two login-node processes polling one registry take turns and never both claim a Slurm call.
+Functions take a Registry (slurmml.registry.registry); SlurmCache gives it the cache's methods. Every write
+is one store.transaction, so two login-node processes polling one registry take turns and never both
+claim a Slurm call.
 
 The `poller_schedule` table (migration 3) holds one row per Slurm call ('squeue', 'sacct': when it
 last started, when the next may start, consecutive failures) and a few marks the pollers share,
@@ -14,11 +16,14 @@ stored as rows of the same table under names with a dot:
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Iterable, Optional
 
 from slurmml.core.states import FINAL_STATES, SLURM_FINAL
+from slurmml.registry.store import transaction
+from slurmml.slurm.accounting import JOB_RECORD_COLUMNS, JobRecord
 
 CHUNK = 500  # bound parameters per statement (SQLite's default limit is 999 on old builds, 32766 on new)
 
@@ -53,20 +58,6 @@ class TrackedRun:
 
 # -- the shared schedule -----------------------------------------------------------------------------------
 
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): the write lock is taken before anything is read."""
-
-    def __init__(self, registry: Any) -> None:
-        self.conn = registry.conn
-
-    def __enter__(self) -> Any:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, kind: Any, *exc: Any) -> None:
-        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
 def mark(registry: Any, name: str) -> Optional[Mark]:
     row = registry.conn.execute("SELECT last, next_allowed, failures FROM poller_schedule WHERE call = ?",
                                 (name,)).fetchone()
@@ -80,14 +71,14 @@ def marks(registry: Any, prefix: str) -> dict[str, Mark]:
 
 
 def set_mark(registry: Any, name: str, last: Optional[float], next_allowed: Optional[float] = None) -> None:
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         conn.execute("INSERT INTO poller_schedule(call, last, next_allowed, failures) VALUES (?, ?, ?, 0) "
                      "ON CONFLICT(call) DO UPDATE SET last = excluded.last, next_allowed = excluded.next_allowed",
                      (name, last, next_allowed))
 
 
 def clear_mark(registry: Any, name: str) -> None:
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         conn.execute("DELETE FROM poller_schedule WHERE call = ?", (name,))
 
 
@@ -97,7 +88,7 @@ def claim_call(registry: Any, call: str, now: float, hold_s: float) -> bool:
     `hold_s` covers the call itself (up to its timeout): if this process dies mid-call, the others
     wait that long, then go on. `record_call` sets the real next time once the call has answered.
     """
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         row = conn.execute("SELECT next_allowed FROM poller_schedule WHERE call = ?", (call,)).fetchone()
         if row is not None and row[0] is not None and now < row[0]:
             return False
@@ -113,7 +104,7 @@ def record_call(registry: Any, call: str, started: float, now: float, ok: bool, 
 
     Returns the delay before the next call is allowed, counted from `now`.
     """
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         row = conn.execute("SELECT failures FROM poller_schedule WHERE call = ?", (call,)).fetchone()
         failures = 0 if ok else ((row[0] or 0) if row else 0) + 1
         if ok:
@@ -132,7 +123,7 @@ def record_call(registry: Any, call: str, started: float, now: float, ok: bool, 
 
 def postpone_call(registry: Any, call: str, until: float) -> None:
     """No call before `until` (e.g. sacct on a cluster without accounting), without counting a failure."""
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         conn.execute("INSERT INTO poller_schedule(call, last, next_allowed, failures) VALUES (?, NULL, ?, 0) "
                      "ON CONFLICT(call) DO UPDATE SET next_allowed = excluded.next_allowed, failures = 0",
                      (call, until))
@@ -198,8 +189,6 @@ def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
 
 def cached_records(registry: Any, job_ids: Iterable[str]) -> dict[str, Any]:
     """The slurm_jobs rows of these jobs, as JobRecords (selected in SQL: the cache keeps every job ever seen)."""
-    from slurmml.slurm.accounting import JOB_RECORD_COLUMNS, JobRecord
-
     ids = list(dict.fromkeys(job_ids))
     columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
     found = {}
@@ -209,6 +198,27 @@ def cached_records(registry: Any, job_ids: Iterable[str]) -> dict[str, Any]:
                 f"SELECT {columns} FROM slurm_jobs WHERE job_id IN ({','.join('?' * len(part))})", part):
             found[row[0]] = JobRecord(*row)
     return found
+
+
+class SlurmCache:
+    """Registry methods for the cache of Slurm's view: the poller stores it, every view reads it."""
+
+    conn: sqlite3.Connection
+
+    def store_job_records(self, records: Iterable[Any]) -> None:
+        """The poller's results: upsert Slurm's view of each job (JobRecord) into the cache every view reads."""
+        columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
+        marks = ", ".join("?" * len(JOB_RECORD_COLUMNS))
+        with transaction(self.conn) as conn:
+            conn.executemany(f"INSERT OR REPLACE INTO slurm_jobs({columns}) VALUES ({marks})",
+                             [astuple(r) for r in records])
+
+    def job_records(self, job_ids: Optional[Iterable[str]] = None) -> dict[str, Any]:
+        """job id -> JobRecord, for these jobs (those the cache has) or, without ids, for every cached job."""
+        if job_ids is not None:
+            return cached_records(self, job_ids)
+        columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
+        return {row[0]: JobRecord(*row) for row in self.conn.execute(f"SELECT {columns} FROM slurm_jobs")}
 
 
 @dataclass(frozen=True)
@@ -236,7 +246,7 @@ def apply_changes(registry: Any, changes: Iterable[RunChange], source: str,
         return []
     when = time.time() if now is None else now
     applied = []
-    with _Immediate(registry) as conn:
+    with transaction(registry.conn) as conn:
         for change in changes:
             final = change.state in FINAL_STATES
             cursor = conn.execute(

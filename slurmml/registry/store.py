@@ -1,11 +1,13 @@
-"""Open the registry: create it with user-only permissions, migrate it, pick a journal mode the filesystem supports."""
+"""Open the registry: create it with user-only permissions, migrate it, pick a journal mode the filesystem
+supports; and the one write transaction every registry write goes through."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
@@ -69,17 +71,25 @@ def connect(path: Optional[Path] = None, *, create: bool = True) -> sqlite3.Conn
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply missing migrations. BEGIN IMMEDIATE makes two processes starting at once take turns."""
+    """Apply missing migrations in one write transaction: two processes starting at once take turns."""
     if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for number in range(version, len(MIGRATIONS)):
             for statement in MIGRATIONS[number].split(";"):
                 if statement.strip():
                     conn.execute(statement)
         conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (also KeyboardInterrupt): the write lock is taken before
+    anything is read, so two login-node processes writing one registry take turns instead of failing midway."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

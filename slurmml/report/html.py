@@ -1,17 +1,20 @@
-"""A Report as one self-contained HTML page: inline CSS and SVG drawn here, no scripts, nothing fetched.
+"""A Report as one self-contained HTML page: inline CSS and SVG (slurmml.report.html_charts), no scripts,
+nothing fetched.
 
 Charts: metric curves of the best runs, histograms of CPU, memory and time efficiency, GPU-hours by state.
-Tooltips use SVG <title> elements, which browsers show without any script.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from html import escape
-from typing import Any, Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional
 
-from slurmml.report.collect import Report
+from slurmml.errors import SlurmmlError
+from slurmml.report.aggregate import IDLE_UTIL, idle_gpu_hours
+from slurmml.report.html_charts import bar_chart, finite, histogram, hours, line_chart, number
+from slurmml.report.model import Report
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac"]
@@ -81,22 +84,12 @@ code { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fon
 
 # -- formatting -------------------------------------------------------------------------------------------------
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def pct(value: Optional[float], digits: int = 0) -> str:
-    return f"{100 * value:.{digits}f}%" if _finite(value) else "–"
-
-
-def hours(value: Optional[float]) -> str:
-    if not _finite(value):
-        return "–"
-    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{100 * value:.{digits}f}%" if finite(value) else "–"
 
 
 def duration(seconds: Optional[float]) -> str:
-    if not _finite(seconds):
+    if not finite(seconds):
         return "–"
     seconds = int(round(seconds))
     if seconds < 60:
@@ -110,21 +103,8 @@ def duration(seconds: Optional[float]) -> str:
     return f"{hrs // 24} d {hrs % 24} h"
 
 
-def number(value: Optional[float]) -> str:
-    if not _finite(value):
-        return "–"
-    if value == 0:
-        return "0"
-    magnitude = abs(value)
-    if magnitude >= 1e5 or magnitude < 1e-3:
-        return f"{value:.3g}"
-    if magnitude >= 100:
-        return f"{value:,.1f}".rstrip("0").rstrip(".")
-    return f"{value:.4f}".rstrip("0").rstrip(".")
-
-
 def _level(value: Optional[float]) -> str:
-    if not _finite(value):
+    if not finite(value):
         return ""
     return "bad" if value < 0.25 else "warn" if value < 0.5 else "good"
 
@@ -138,7 +118,7 @@ def _badge(state: str) -> str:
 
 
 def _eff_cell(value: Optional[float]) -> str:
-    if not _finite(value):
+    if not finite(value):
         return '<td class="num muted">–</td>'
     width = max(0.0, min(1.0, value)) * 100
     color = _LEVEL_COLORS[_level(value)]
@@ -146,192 +126,11 @@ def _eff_cell(value: Optional[float]) -> str:
             f'<em>{pct(value)}</em></td>')
 
 
-# -- SVG charts -------------------------------------------------------------------------------------------------
-
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5 or 5 x 10^k apart) covering [lo, hi]."""
-    if not (_finite(lo) and _finite(hi)):
-        return [0.0, 1.0]
-    if hi <= lo:
-        hi = lo + (abs(lo) or 1.0)
-    raw = (hi - lo) / max(1, count)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.floor(lo / step) * step
-    ticks = []
-    value = first
-    while value < hi + step * 0.999:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
-
-
-def _tick_label(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e4 or abs(value) < 1e-3:
-        return f"{value:.2g}"
-    return f"{value:.6g}"
-
-
-def line_chart(series: Sequence[tuple[str, str, list[tuple[Any, float]]]], width: int = 720, height: int = 330,
-               x_label: str = "step", y_label: str = "") -> str:
-    """series: (label, color, [(step, value)]). Non-finite values break the line."""
-    points_by_series = []
-    for label, color, points in series:
-        clean = [(float(x if x is not None else i), float(y)) for i, (x, y) in enumerate(points)]
-        points_by_series.append((label, color, clean))
-    xs = [x for _, _, pts in points_by_series for x, y in pts]
-    ys = [y for _, _, pts in points_by_series for x, y in pts if math.isfinite(y)]
-    if not xs or not ys:
-        return '<div class="empty">No points logged for this metric yet.</div>'
-    left, right, top, bottom = 62, 16, 12, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
-    x_ticks = nice_ticks(min(xs), max(xs), 6)
-    span = max(ys) - min(ys)
-    pad = span * 0.06 if span else (abs(max(ys)) * 0.05 or 1.0)
-    low = min(ys) - pad
-    if min(ys) >= 0 > low:
-        low = 0.0  # a metric that never goes negative gets no negative axis
-    y_ticks = nice_ticks(low, max(ys) + pad, 5)
-    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / ((x1 - x0) or 1) * plot_w
-
-    def sy(y: float) -> float:
-        return top + plot_h - (y - y0) / ((y1 - y0) or 1) * plot_h
-
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(y_label)} by {escape(x_label)}">']
-    for y in y_ticks:
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#edf0f4"/>')
-        parts.append(f'<text x="{left - 8}" y="{sy(y) + 4:.1f}" text-anchor="end">{_tick_label(y)}</text>')
-    for x in x_ticks:
-        parts.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
-                     f'stroke="#98a2b3"/>')
-        parts.append(f'<text x="{sx(x):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{_tick_label(x)}</text>')
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#98a2b3"/>')
-    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>')
-    if y_label:
-        parts.append(f'<text transform="translate(13 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
-                     f'{escape(y_label)}</text>')
-    for label, color, pts in reversed(points_by_series):  # the best run is drawn last, on top
-        runs, current = [], []
-        for x, y in pts:
-            if math.isfinite(y):
-                current.append(f"{sx(x):.1f},{sy(y):.1f}")
-            elif current:
-                runs.append(current)
-                current = []
-        if current:
-            runs.append(current)
-        for segment in runs:
-            if len(segment) == 1:
-                cx, cy = segment[0].split(",")
-                parts.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>')
-            else:
-                parts.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{color}" stroke-width="2.2" '
-                             f'stroke-linejoin="round" stroke-linecap="round"><title>{escape(label)}</title></polyline>')
-        finite = [(x, y) for x, y in pts if math.isfinite(y)]
-        if finite:
-            x, y = finite[-1]
-            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="#fff" stroke="{color}" '
-                         f'stroke-width="2"><title>{escape(label)}: {number(y)} at {_tick_label(x)}</title></circle>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-HIST_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-
-
-def histogram_counts(values: Iterable[float]) -> list[int]:
-    """Counts in ten 10 % bins (the last includes 100 %) and one bin for figures above 100 %."""
-    counts = [0] * 11
-    for value in values:
-        if not _finite(value):
-            continue
-        if value > 1.0:
-            counts[10] += 1
-        else:
-            counts[min(9, int(max(0.0, value) * 10 + 1e-9))] += 1
-    return counts
-
-
-def histogram(values: list[float], color: str, width: int = 380, height: int = 190) -> str:
-    counts = histogram_counts(values)
-    if not any(counts):
-        return '<div class="empty">No figures yet.</div>'
-    left, right, top, bottom = 30, 6, 16, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    gap = 3
-    bar_w = plot_w / 11.8  # ten 10 % bins, a gap, and the bin for figures over 100 %
-    peak = max(counts)
-    y_ticks = [t for t in nice_ticks(0, peak, 3) if t == int(t)]
-    y_max = y_ticks[-1] or 1
-
-    def bin_x(i: int) -> float:
-        return left + i * bar_w + (0.8 * bar_w if i == 10 else 0)
-
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
-    for t in y_ticks:
-        y = top + plot_h - t / y_max * plot_h
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#edf0f4"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{int(t)}</text>')
-    for i, count in enumerate(counts):
-        x = bin_x(i) + gap / 2
-        h = count / y_max * plot_h
-        label = f"{i * 10}–{i * 10 + 10}%" if i < 10 else "over 100%"
-        fill = "#c93c3c" if i == 10 else color
-        if count:
-            parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - gap:.1f}" height="{h:.1f}" '
-                         f'rx="2" fill="{fill}"><title>{label}: {count} run{"s" * (count != 1)}</title></rect>')
-            parts.append(f'<text x="{x + (bar_w - gap) / 2:.1f}" y="{top + plot_h - h - 4:.1f}" '
-                         f'text-anchor="middle" style="font-size:10px">{count}</text>')
-    base = top + plot_h
-    parts.append(f'<line x1="{left}" x2="{bin_x(10) - 0.4 * bar_w:.1f}" y1="{base}" y2="{base}" stroke="#98a2b3"/>')
-    parts.append(f'<line x1="{bin_x(10):.1f}" x2="{bin_x(11):.1f}" y1="{base}" y2="{base}" stroke="#98a2b3"/>')
-    for i in range(0, 11, 2):
-        parts.append(f'<text x="{bin_x(i) if i < 10 else left + 10 * bar_w:.1f}" y="{base + 15}" '
-                     f'text-anchor="middle">{i * 10}%</text>')
-    over_color = "#c93c3c" if counts[10] else "#98a2b3"
-    parts.append(f'<text x="{bin_x(10) + bar_w / 2:.1f}" y="{base + 15}" text-anchor="middle" '
-                 f'style="fill:{over_color}">over</text>')
-    parts.append(f'<text x="{left + 5 * bar_w:.0f}" y="{height - 3}" text-anchor="middle">runs per 10% bin</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def bar_chart(items: list[tuple[str, float, str]], width: int = 460, unit: str = "GPU-h") -> str:
-    """Horizontal bars: (label, value, color)."""
-    items = [(label, value, color) for label, value, color in items if _finite(value) and value > 0]
-    if not items:
-        return '<div class="empty">No GPU time recorded for these runs.</div>'
-    row_h, right, top = 30, 90, 6
-    left = 20 + 8 * max(len(label) for label, _, _ in items)  # 12 px text, capitals included
-    height = top * 2 + row_h * len(items)
-    peak = max(value for _, value, _ in items)
-    plot_w = width - left - right
-    total = sum(value for _, value, _ in items)
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
-    for i, (label, value, color) in enumerate(items):
-        y = top + i * row_h
-        w = max(2.0, value / peak * plot_w)
-        parts.append(f'<text x="{left - 10}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" '
-                     f'style="font-size:12px;fill:#1d2330">{escape(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y + 5}" width="{w:.1f}" height="{row_h - 10}" rx="3" fill="{color}">'
-                     f'<title>{escape(label)}: {hours(value)} {unit}</title></rect>')
-        parts.append(f'<text x="{left + w + 8:.1f}" y="{y + row_h / 2 + 4:.1f}" style="font-size:12px">'
-                     f'{hours(value)} <tspan style="fill:#98a2b3">({100 * value / total:.0f}%)</tspan></text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 # -- the page -------------------------------------------------------------------------------------------------
 
 def _card(label: str, value: str, sub: str = "", level: str = "", meter: Optional[float] = None) -> str:
     bar = ""
-    if _finite(meter):
+    if finite(meter):
         bar = (f'<div class="meter"><span style="width:{max(0, min(1, meter)) * 100:.0f}%;'
                f'background:{_LEVEL_COLORS[level]}"></span></div>')
     return (f'<div class="card {level}"><div class="label">{escape(label)}</div><div class="value">{value}</div>'
@@ -398,7 +197,7 @@ def _best_section(report: Report) -> str:
 
 
 def _median(values: list[float]) -> Optional[float]:
-    values = sorted(v for v in values if _finite(v))
+    values = sorted(v for v in values if finite(v))
     if not values:
         return None
     middle = len(values) // 2
@@ -411,7 +210,7 @@ def _efficiency_section(report: Report) -> str:
             ("CPU efficiency", "cpu_eff", "#4e79a7", "TotalCPU / (Elapsed × AllocCPUS)"),
             ("Memory efficiency", "mem_eff", "#59a14f", "max(MaxRSS × NTasks) / requested memory"),
             ("Time efficiency", "time_eff", "#f28e2b", "Elapsed / Timelimit")):
-        values = [getattr(r, attr) for r in report.runs if _finite(getattr(r, attr))]
+        values = [getattr(r, attr) for r in report.runs if finite(getattr(r, attr))]
         stat = f"median {pct(_median(values))} · {len(values)} run{'s' * (len(values) != 1)}" if values else "no figures"
         charts.append(f'<div class="chart"><h3>{title}</h3><div class="stat">{stat} · <span title="{hint}">'
                       f'{escape(hint)}</span></div>{histogram(values, color)}</div>')
@@ -424,16 +223,16 @@ def _efficiency_section(report: Report) -> str:
 def _gpu_section(report: Report) -> str:
     t = report.totals
     items = [(state, value, STATE_COLORS.get(state, "#667085")) for state, value in report.gpu_hours_by_state.items()]
-    failed = sum(r.gpu_hours or 0.0 for r in report.runs if r.cause)
-    idle = sum(r.gpu_hours or 0.0 for r in report.runs if r.idle_gpu and not r.cause)
+    failed, idle = t.gpu_hours_failed, idle_gpu_hours(report.runs, failed_too=False)  # each hour counted once
     waste = [("failed runs", failed, "#d64545"), ("idle GPUs", idle, "#e8883a"),
              ("the rest", max(0.0, t.gpu_hours - failed - idle), "#3b9c5a")]
-    util = f" Mean sampled GPU utilization {t.gpu_util:.0f}%." if _finite(t.gpu_util) else ""
+    util = f" Mean sampled GPU utilization {t.gpu_util:.0f}%." if finite(t.gpu_util) else ""
     return ('<section><h2>GPU-hours</h2>'
             f'<p class="note">ElapsedRaw × allocated GPUs / 3600, {hours(t.gpu_hours)} GPU-hours in all.{util}</p>'
             f'<div class="grid2"><div class="chart"><h3>By final state</h3>{bar_chart(items)}</div>'
             f'<div class="chart"><h3>Spent on</h3>{bar_chart(waste, width=440)}<div class="stat">Idle: the run\'s GPUs '
-            f'averaged under 10% utilization in its samples (runs that also failed count as failed here).</div></div>'
+            f'averaged under {IDLE_UTIL:.0f}% utilization in its samples (runs that also failed count as failed here).'
+            f'</div></div>'
             f'</div></section>')
 
 
@@ -479,7 +278,7 @@ def _runs_section(report: Report) -> str:
     for r in shown:
         source = "" if r.accounting != "registry" else ' <span class="muted" title="no accounting record yet">*</span>'
         gpu = f"{r.alloc_gpus}" if r.alloc_gpus else "–"
-        util = f"{r.gpu_util:.0f}%" if _finite(r.gpu_util) else "–"
+        util = f"{r.gpu_util:.0f}%" if finite(r.gpu_util) else "–"
         if r.idle_gpu:
             util = f'<span style="color:#c93c3c;font-weight:600">{util}</span>'
         rows.append(
@@ -523,7 +322,8 @@ def render_html(report: Report) -> str:
         '<footer>Formulas as in seff and reportseff: CPU efficiency = TotalCPU / (Elapsed × AllocCPUS); memory '
         'efficiency = max over steps of (MaxRSS × NTasks) / requested memory; time efficiency = Elapsed / Timelimit; '
         'GPU-hours = ElapsedRaw × allocated gres/gpu / 3600. GPU utilization comes from the samples each run '
-        f'recorded; a run is idle when its GPUs averaged under 10%. Figures from Slurm are as the poller last saw them.'
+        f'recorded; a run is idle when its GPUs averaged under {IDLE_UTIL:.0f}%. Figures from Slurm are as the poller '
+        'last saw them.'
         '</footer>',
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -533,10 +333,6 @@ def render_html(report: Report) -> str:
 
 
 def write_html(report: Report, path: Any) -> None:
-    from pathlib import Path
-
-    from slurmml.errors import SlurmmlError
-
     try:
         Path(path).write_text(render_html(report), encoding="utf-8")
     except OSError as error:

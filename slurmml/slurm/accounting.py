@@ -47,7 +47,26 @@ JOB_RECORD_COLUMNS = [f.name for f in fields(JobRecord)]
 
 import re  # noqa: E402  (kept with the parsers below)
 
-from slurmml.slurm.parse import _expand_array_id  # noqa: E402
+
+def expand_array_id(job_id: str) -> list[str]:
+    """`123_[0-3,7%2]` (a pending array range, as squeue and sacct print it) to `123_0 .. 123_3, 123_7`;
+    other ids unchanged."""
+    match = re.fullmatch(r"(\d+)_\[(.+?)(?:%\d+)?\]", job_id)
+    if not match:
+        return [job_id]
+    base, spec = match.groups()
+    ids = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            step = 1
+            if ":" in hi:
+                hi, step_text = hi.split(":")
+                step = int(step_text)
+            ids.extend(f"{base}_{i}" for i in range(int(lo), int(hi) + 1, step))
+        else:
+            ids.append(f"{base}_{part}")
+    return ids
 
 
 def sacct_report_command(job_ids: list[str], since: Optional[str] = None,
@@ -203,7 +222,7 @@ def parse_sacct_report(text: str, fields: Optional[list[str]] = None,
             jobs[job_id] = row
     records = []
     for job_id, row in jobs.items():
-        for task_id in _expand_array_id(job_id):
+        for task_id in expand_array_id(job_id):
             records.append(_job_record(task_id, row, steps.get(job_id, []), updated))
     return records
 

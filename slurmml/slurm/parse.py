@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from slurmml.slurm.accounting import JobRecord, expand_array_id, parse_sacct_time
+
 SINFO_PARTITION_FORMAT = "%P|%c|%m|%G|%D|%l|%a"
 
 
@@ -129,43 +131,39 @@ def parse_job_id(sbatch_stdout: str) -> str:
     return match.group(1)
 
 
-@dataclass(frozen=True)
-class TaskState:
-    job_id: str  # `123_4` for array tasks, `123` otherwise
-    state: str  # Slurm's base state, e.g. RUNNING, COMPLETED, CANCELLED
-    reason: str = ""
+# squeue -O: one line per array task, nothing truncated (no field widths), restart count and submit time
+SQUEUE_FIELDS = "JobArrayID:|,State:|,Reason:|,RestartCnt:|,SubmitTime:|"
+SQUEUE_ARGV = ("squeue", "--noheader", "--array", "--me", f"--Format={SQUEUE_FIELDS}")
 
 
-def _expand_array_id(job_id: str) -> list[str]:
-    """`123_[0-3,7%2]` (a pending array range) to `123_0 .. 123_3, 123_7`; other ids unchanged."""
-    match = re.fullmatch(r"(\d+)_\[(.+?)(?:%\d+)?\]", job_id)
-    if not match:
-        return [job_id]
-    base, spec = match.groups()
-    ids = []
-    for part in spec.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            step = 1
-            if ":" in hi:
-                hi, step_text = hi.split(":")
-                step = int(step_text)
-            ids.extend(f"{base}_{i}" for i in range(int(lo), int(hi) + 1, step))
-        else:
-            ids.append(f"{base}_{part}")
-    return ids
-
-
-SQUEUE_FORMAT = "%i|%T|%r"
-
-
-def parse_squeue(text: str) -> list[TaskState]:
-    """Rows of `squeue --noheader --array --format=SQUEUE_FORMAT`."""
-    states = []
+def parse_squeue(text: str, updated: Optional[float] = None) -> list[JobRecord]:
+    """Rows of `squeue --noheader --array --Format=SQUEUE_FIELDS` (`4697_0|PENDING|BeginTime|1|2026-...|`),
+    one JobRecord (source "squeue", seen at `updated`) per job or array task. Rows of the shorter
+    `--format=%i|%T|%r` read the same: no restart count (0) and no submit time."""
+    records = []
     for line in text.splitlines():
         fields = line.strip().split("|")
-        if len(fields) < 2:
+        if len(fields) < 2 or not fields[0]:
             continue
-        for job_id in _expand_array_id(fields[0]):
-            states.append(TaskState(job_id, fields[1], fields[2] if len(fields) > 2 else ""))
-    return states
+        reason = fields[2].strip() if len(fields) > 2 else ""
+        try:
+            restarts = int(fields[3]) if len(fields) > 3 and fields[3].strip() else 0
+        except ValueError:
+            restarts = 0
+        submit = parse_sacct_time(fields[4]) if len(fields) > 4 else None
+        for job_id in expand_array_id(fields[0].strip()):
+            records.append(JobRecord(job_id=job_id, state=fields[1].strip(), reason="" if reason == "None" else reason,
+                                     restarts=restarts, submit=submit, source="squeue", updated=updated))
+    return records
+
+
+# what slurmstepd writes to the job's stderr when JobAcctGatherParams=OverMemoryKill (or cgroups) kill it
+MEMORY_KILL_WORDS = ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "out of memory")
+
+
+def memory_kill_line(log_tail: str) -> Optional[str]:
+    """The line in the end of a job's stderr where Slurm says it killed the job for its memory, if any."""
+    for line in log_tail.splitlines():  # the first one names the step and the sizes
+        if any(words in line.lower() for words in MEMORY_KILL_WORDS):
+            return line.strip()
+    return None

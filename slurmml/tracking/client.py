@@ -5,7 +5,8 @@ Outside slurmml (a plain `python train.py`) the same calls create a local run on
 `$SLURMML_HOME/runs/local-<YYYYmmdd-HHMMSS>-<4 hex>/spool.jsonl`, starting with a `start` record;
 login-node commands find and register such spools later.
 
-This module never opens the registry and imports nothing heavy (DESIGN rules 1 and 6).
+This module never opens the registry (compute nodes never write it) and imports nothing heavy: it starts in
+every job (docs/architecture.md, "Compute nodes never write the registry" and "Layers").
 The job wrapper calls `start_run(...)` before the task and `end_run(...)` after it.
 """
 

@@ -1,6 +1,6 @@
 """GPU sampling for a running job: NVML wrapped once, lazily; values NVML cannot give are None.
 
-`Nvml` is the adapter (DESIGN rule 5): it imports pynvml on first use, never at module level, and
+`Nvml` is the adapter (docs/architecture.md, "Layers"): it imports pynvml on first use, never at module level, and
 turns every NVML error into a not-available value. Pass `Nvml(module)` with a pynvml-like object
 to use another binding (tests pass a fake one: the only fake of hardware in this project).
 

@@ -1,4 +1,4 @@
-"""Keep secrets out of what slurmml stores (DESIGN rule 7). Pure functions, no I/O.
+"""Keep secrets out of what slurmml stores (docs/architecture.md, "Nothing secret is stored"). Pure functions, no I/O.
 
 A name looks secret when one of its words is a secret word. Names are split into words on
 `_`, `.`, `-`, spaces and camelCase: `AWS_SECRET_ACCESS_KEY`, `hfToken`, `db.password`, `APIKey`.

@@ -204,11 +204,6 @@ class SpoolWriter:
                      f"only the run's own process writes {self.path}")
 
 
-def flush_all() -> None:
-    for writer in list(_writers):
-        writer.flush()
-
-
 def _close_all() -> None:
     for writer in list(_writers):
         try:

@@ -12,6 +12,7 @@ import asyncio
 import io
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from textual.widgets import DataTable, Input, Static
 
 from slurmml.registry.registry import Registry
 from slurmml.slurm.accounting import JobRecord
+from slurmml.slurm.commands import CommandResult
 from slurmml.tracking.writer import SpoolWriter
 from slurmml.tui.model import RunRow
 
@@ -156,6 +158,22 @@ def build_registry(folder: Path) -> Path:
     ])
     registry.close()
     return path
+
+
+class HangingSlurm:
+    """The poller's `run`: squeue and sacct that answer (with an error, so nothing changes) only once the
+    test sets `answer`, as a slurmctld that takes its time would."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.answer = threading.Event()
+        self.calls: list[str] = []
+
+    def __call__(self, argv: list[str], *args: Any, **kwargs: Any) -> CommandResult:
+        self.calls.append(argv[0])
+        self.asked.set()
+        assert self.answer.wait(60), "the test never let Slurm answer"
+        return CommandResult(tuple(argv), 1, "", f"{argv[0]}: error: slurmctld is busy")
 
 
 @pytest.fixture

@@ -82,7 +82,9 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweeps]:
 
 def make_app(sweeps: Sweeps, *, read_only: bool = False, user: str | None = None) -> SlurmmlApp:
     registry = Registry(sweeps.registry_path, create=False)
-    poller = Poller(registry, squeue_interval_s=5, sacct_interval_s=5, warn=lambda message: None)
+    # the poller on its own connection, as RegistrySource.open makes it: the views read on while it asks Slurm
+    poller = Poller(Registry(sweeps.registry_path, create=False), squeue_interval_s=5, sacct_interval_s=5,
+                    warn=lambda message: None)
     source = RegistrySource(registry, poller=poller, local_runs_dir=None)
     if user is not None:
         source.user = user

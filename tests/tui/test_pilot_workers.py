@@ -5,6 +5,7 @@
 - A worker that raises becomes one notification, and the app goes on: one test per kind of worker.
 - Text from a user, a config, a log or an exception is shown as it is, never read as markup.
 - The Logs tab opens on the stream that has something to show.
+- A run opens, and the filter answers, while the poller's squeue hangs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import pytest
 from textual.widgets import DataTable, Input, Label, Log, Select, Static
 from textual.worker import WorkerFailed
 
+from slurmml.poller.loop import Poller
 from slurmml.registry.registry import Registry
 from slurmml.tracking.writer import SpoolWriter
-from tests.tui.conftest import (COMPLETED_RUN, FAILED_RUN, FIXED, RUNNING_RUN, SWEEP_B, USER, board, facts_of, go_to,
-                                notes, run_async, screen_lines, settle, text_of, type_filter, wait_for)
+from tests.tui.conftest import (COMPLETED_RUN, FAILED_RUN, FIXED, RUNNING_RUN, SWEEP_A, SWEEP_B, USER, HangingSlurm,
+                                board, facts_of, go_to, notes, run_async, screen_lines, settle, shown_ids, text_of,
+                                type_filter, wait_for)
 from slurmml.tui.actions import RunActions
 from slurmml.tui.app import SlurmmlApp
 from slurmml.tui.dialogs import CloneScreen, ConfirmScreen
@@ -121,7 +124,7 @@ def test_a_refresh_that_ends_while_the_app_closes_is_dropped(fixed_registry: Pat
 
     class App(SlurmmlApp):
         def get_default_screen(self) -> RunsScreen:
-            return ClosingRunsScreen(self.initial_filter)
+            return ClosingRunsScreen(self.source, clock=self.clock, initial_filter=self.initial_filter)
 
     async def scenario() -> None:
         app = App(source, None, refresh_s=0, clock=lambda: FIXED)
@@ -422,5 +425,37 @@ def test_a_result_that_fails_to_show_is_a_notification_and_the_app_goes_on(fixed
             assert app.is_running
             assert [n for n in notes(app) if n[0] == "error"] == [
                 ("error", f"ranking failed: RuntimeError: drawing broke: {BOOM}")]
+
+    run_async(scenario())
+
+
+# -- Slurm taking its time holds up no view ---------------------------------------------------------------------------
+def test_a_run_opens_and_the_filter_answers_while_the_pollers_squeue_hangs(fixed_registry: Path) -> None:
+    """The first refresh's squeue hangs (it may, up to its 30 s timeout); meanwhile the user opens a run and
+    filters by an expression. Both read the registry: with one lock around the whole refresh, both waited."""
+    slurm = HangingSlurm()
+    poller = Poller(Registry(fixed_registry), run=slurm, clock=lambda: FIXED, warn=lambda message: None)
+    source = RegistrySource(Registry(fixed_registry), poller=poller, local_runs_dir=None, clock=lambda: FIXED)
+    source.user = USER
+
+    async def scenario() -> None:
+        app = app_on(source)
+        async with app.run_test(size=SIZE) as pilot:
+            try:
+                await wait_for(pilot, slurm.asked.is_set, what="the first refresh to call squeue")
+                await open_run(pilot, RUNNING_RUN)
+                detail = app.screen
+                await wait_for(pilot, lambda: detail.run is not None, timeout_s=10, what="the run's detail")
+                assert facts_of(detail.query_one("#facts", Static))["JobId"] == "4100_2"
+                await pilot.press("escape", "slash")
+                app.runs_screen.query_one("#filter", Input).value = "val_acc>0.8"
+                table = app.runs_screen.table
+                await wait_for(pilot, lambda: shown_ids(table) == [f"{SWEEP_A}-0", f"{SWEEP_A}-2"], timeout_s=10,
+                               what="the filter's answer")
+                assert slurm.calls == ["squeue"]  # still waiting for it
+            finally:
+                slurm.answer.set()
+            await settle(pilot)
+            assert ("warning", "squeue exited 1: squeue: error: slurmctld is busy (next try in 10 s)") in notes(app)
 
     run_async(scenario())

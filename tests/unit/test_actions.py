@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from slurmml.control.actions import (
     ActionResult, cancel_message, cancel_run, clone_command, clone_outcome, clone_run, refusal, requeue_message,
-    requeue_run, run_owner, scancel_problem, scontrol_problem,
+    requeue_run, scancel_problem, scontrol_problem,
 )
 from slurmml.errors import SlurmmlError
-from slurmml.launcher.clone import import_path, launcher_overrides, merge_overrides, one_line, split_override
+from slurmml.launcher.clone import launcher_overrides, merge_overrides, one_line, split_override
 from slurmml.poller.loop import Poller
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
@@ -120,13 +120,6 @@ def test_launcher_overrides_are_found() -> None:
                                "hydra.launcherx=1"]) == ["hydra.launcher.timeout_min=5", "hydra/launcher=basic"]
 
 
-def test_import_path_is_the_scripts_folder_and_the_cwd(tmp_path: Path) -> None:
-    assert import_path(["src/train.py", "-m"], str(tmp_path)) == [str(tmp_path / "src"), str(tmp_path)]
-    assert import_path(["train.py"], str(tmp_path)) == [str(tmp_path)]
-    assert import_path(["-c"], str(tmp_path)) == [str(tmp_path)]
-    assert import_path(None, None) == []
-
-
 def test_hydra_errors_in_one_line() -> None:
     # what Hydra 1.3's load_sweep_config raised for `nosuch=1`, `+x=3` and `hydra/launcher=nosuch`
     assert one_line("Could not override 'nosuch'.\nTo append to your config use +nosuch=1") == \
@@ -212,11 +205,6 @@ def make_registry(tmp_path: Path, user: str = ME, state: str = "COMPLETED", job_
     return registry
 
 
-def test_run_owner(tmp_path: Path) -> None:
-    registry = make_registry(tmp_path, user="bob")
-    assert run_owner(registry, "s1-0") == "bob"
-
-
 def test_refused_runs_never_reach_slurm(tmp_path: Path) -> None:
     registry = make_registry(tmp_path, user="bob", state="RUNNING")
     fake = FakeRun()
@@ -295,17 +283,17 @@ def test_a_requeued_run_is_not_lost_before_squeue_lists_it_again(tmp_path: Path)
 
 def test_clone_command_and_outcome(tmp_path: Path) -> None:
     argv = clone_command(tmp_path / "r.db", "s1-0", ["x=2", "~y"], python="/venv/bin/python")
-    assert argv == ["/venv/bin/python", "-m", "slurmml", "clone", "--registry", str(tmp_path / "r.db"), "--replace",
-                    "--", "s1-0", "x=2", "~y"]
-    ok = clone_outcome(result(argv, 0, stdout="cloned s1-0 as s1-7 (job 812)\n"))
-    assert ok == ActionResult(True, "cloned s1-0 as s1-7 (job 812)", new_run_id="s1-7")
-    bad = clone_outcome(result(argv, 1, stderr="some warning\nslurmml: cannot clone with x=2: Could not override 'x'.\n"))
-    assert bad == ActionResult(False, "cannot clone with x=2: Could not override 'x'.")
-    crashed = clone_outcome(result(argv, 1, stderr="Traceback ...\nValueError: boom\n"))
-    assert crashed.message == "ValueError: boom"
+    assert argv == ["/venv/bin/python", "-m", "slurmml.launcher.clone", str(tmp_path / "r.db"), "s1-0", "x=2", "~y"]
+    sent = ActionResult(True, "cloned s1-0 as s1-7 (job 812)", new_run_id="s1-7")
+    assert clone_outcome(result(argv, 0, stdout=f"what the task's module printed\n{sent.to_json_line()}\n")) == sent
+    refused = ActionResult(False, "cannot clone with x=2: Could not override 'x'.")
+    assert clone_outcome(result(argv, 1, stdout=refused.to_json_line() + "\n", stderr="some warning\n")) == refused
+    crashed = clone_outcome(result(argv, 1, stdout="a print\n", stderr="Traceback ...\nValueError: boom\n"))
+    assert crashed == ActionResult(False, "ValueError: boom")
     assert clone_outcome(result(argv, 124, stderr="python: no answer within 300 s")).message == \
         "python: no answer within 300 s"
-    assert clone_outcome(result(argv, 3)).message == "slurmml clone exited with code 3"
+    assert clone_outcome(result(argv, 3)).message == "the clone exited with code 3 and said nothing"
+    assert ActionResult.from_json_line('{"ok": true}') is None and ActionResult.from_json_line("[1") is None
 
 
 def test_clone_run_reports_a_refusal_from_the_subprocess(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
+import json
 import os
 from pathlib import Path
 
-import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus
 
 from slurmml.launcher import batch
@@ -55,11 +55,10 @@ def test_write_result_with_unpicklable_return_value_saves_none(tmp_path, capsys)
     assert os.listdir(tmp_path / "results") == ["0.pkl"]
 
 
-def test_manifest_round_trip(tmp_path):
-    assert batch.read_manifest(tmp_path) is None
+def test_manifest_is_written_as_json(tmp_path):
     manifest = {"arrays": [{"job_id": "12", "offset": 0, "count": 3}], "log_dir": "/x/%j"}
     batch.write_manifest(tmp_path, manifest)
-    assert batch.read_manifest(tmp_path) == manifest
+    assert json.loads((tmp_path / batch.MANIFEST).read_text()) == manifest
 
 
 def test_payload_is_staged_and_loaded(tmp_path):
@@ -125,3 +124,23 @@ def test_unstage_of_a_later_batch_keeps_the_sweep_and_shared_folders(tmp_path):
     batch.write_atomic(second / "array_0.sbatch", b"#!/bin/bash")
     assert batch.unstage(sweep_dir, "s1", second, [logs]) is False  # logs holds a file: it stays
     assert first.is_dir() and not second.exists() and (logs / "1_0_0_log.err").is_file()
+
+
+def test_unstage_of_a_batch_this_launch_never_staged_leaves_its_folder(tmp_path):
+    """A clone that lost its job number to another clone: that batch folder is the other clone's."""
+    sweep_dir = tmp_path / "sweep"
+    parent, taken = batch.batch_dir_for(sweep_dir, "s1", 0), batch.batch_dir_for(sweep_dir, "s1", 1)
+    batch.write_atomic(parent / batch.PAYLOAD, b"parent")
+    batch.write_atomic(taken / batch.PAYLOAD, b"the other clone's")
+    assert batch.unstage(sweep_dir, "s1", None, []) is False
+    assert (parent / batch.PAYLOAD).is_file() and (taken / batch.PAYLOAD).is_file()
+    alone = tmp_path / "alone"  # a sweep's first batch whose recording failed: only its sweep record is there
+    batch.write_atomic(batch.sweep_state_dir(alone, "s2") / batch.SWEEP_RECORD, b"{}")
+    assert batch.unstage(alone, "s2", None, []) is True and not (alone / ".slurmml" / "s2").exists()
+
+
+def test_import_path_is_the_scripts_folder_and_the_cwd(tmp_path):
+    assert batch.import_path(["src/train.py", "-m"], str(tmp_path)) == [str(tmp_path / "src"), str(tmp_path)]
+    assert batch.import_path(["train.py"], str(tmp_path)) == [str(tmp_path)]
+    assert batch.import_path(["-c"], str(tmp_path)) == [str(tmp_path)]
+    assert batch.import_path(None, None) == []

@@ -1,4 +1,4 @@
-"""Lazy heavy imports: plugin discovery, the CLI and the pure core stay light (DESIGN rules 5 and 6)."""
+"""Lazy heavy imports: plugin discovery, the CLI and the pure core stay light (docs/architecture.md, "Layers")."""
 
 from __future__ import annotations
 

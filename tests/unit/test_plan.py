@@ -9,6 +9,7 @@ from slurmml.launcher.plan import (
     check_poll_interval,
     check_request,
     inherited_job_variables,
+    job_environment,
     parse_template,
     split_into_arrays,
     submitit_parameters,
@@ -158,6 +159,8 @@ def test_inherited_job_variables():
     assert sorted(inherited_job_variables(names)) == sorted(
         ["SLURM_JOB_ID", "SBATCH_PARTITION", "MASTER_ADDR", "SUBMITIT_EXECUTOR", "SLURMD_NODENAME"]
     )
+    assert job_environment({name: "1" for name in names}) == {"SLURM_CONF": "1", "PATH": "1", "HOME": "1",
+                                                              "MY_SLURM_THING": "1"}
 
 
 def test_check_poll_interval():

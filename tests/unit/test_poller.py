@@ -13,12 +13,15 @@ from typing import Callable, Optional
 
 import pytest
 
-from slurmml.cli.watch import follow, print_summary, snapshot
-from slurmml.poller.loop import SQUEUE_ARGV, Poller, parse_squeue_records, slurm_outcome
+from slurmml.cli.watch import print_summary
+from slurmml.core.reconcile import slurm_outcome
+from slurmml.poller.loop import Poller
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
+from slurmml.report.progress import follow, snapshot
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, parse_sacct_report
 from slurmml.slurm.commands import CommandResult
+from slurmml.slurm.parse import SQUEUE_ARGV, parse_squeue
 from slurmml.core.states import state_path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "poller"
@@ -418,7 +421,9 @@ def test_slurm_outcome_words_on_recorded_lines() -> None:
     records = {r.job_id: r for r in parse_sacct_report(recorded("sacct_report_ends.txt"), FIELDS_22_05)}
     assert slurm_outcome(records["4745_1"]) == ("FAILED", "Slurm job 4745_1: FAILED, exit code 1")
     assert slurm_outcome(records["4745_2"])[0] == "TIMEOUT"
-    assert slurm_outcome(records["4745_3"]) == ("CANCELLED", "Slurm job 4745_3: CANCELLED by root (uid 0)")
+    assert slurm_outcome(records["4745_3"], user_names={"0": "root"}) == (
+        "CANCELLED", "Slurm job 4745_3: CANCELLED by root (uid 0)")
+    assert slurm_outcome(records["4745_3"])[1] == "Slurm job 4745_3: CANCELLED by uid 0"  # not in the user database
 
 
 # -- following the queue, requeues ---------------------------------------------------------------------------------
@@ -473,15 +478,15 @@ def test_a_run_settled_by_slurm_comes_back_when_slurm_requeues_its_job(tmp_path:
     assert run["state"] == "COMPLETED" and run["restarts"] == 1
 
 
-def test_parse_squeue_records_on_recorded_output() -> None:
-    records = parse_squeue_records(recorded("squeue_me.txt"), updated=1.0)
+def test_parse_squeue_on_recorded_output() -> None:
+    records = parse_squeue(recorded("squeue_me.txt"), updated=1.0)
     assert len(records) == 41
     by_id = {r.job_id: r for r in records}
     assert by_id["4705"].state == "PENDING" and by_id["4705"].reason == "BeginTime" and by_id["4705"].restarts == 1
     assert by_id["4704_0"].state == "RUNNING" and by_id["4704_0"].reason == ""
     assert by_id["4704_39"].reason == "JobArrayTaskLimit" and by_id["4704_39"].submit is not None
     assert {r.source for r in records} == {"squeue"}
-    assert parse_squeue_records(recorded("squeue_me_empty.txt")) == []
+    assert parse_squeue(recorded("squeue_me_empty.txt")) == []
 
 
 def test_sacct_asks_in_chunks_bounded_by_start_time(tmp_path: Path) -> None:
@@ -509,7 +514,7 @@ def test_poll_without_runs_or_before_its_time_calls_nothing(tmp_path: Path) -> N
 
 # -- slurmml watch -------------------------------------------------------------------------------------------------
 
-def test_watch_follows_until_every_run_ended_and_shows_the_best_metric(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_watch_follows_until_every_run_ended_and_shows_the_best_metric(tmp_path: Path, capsys) -> None:
     t0 = time.time() + T0_OFFSET
     spools = {}
     for job_id, score, end_state in (("600", 0.5, "COMPLETED"), ("601", 0.9, "COMPLETED"), ("602", 0.7, None)):
@@ -538,10 +543,6 @@ def test_watch_follows_until_every_run_ended_and_shows_the_best_metric(tmp_path:
     out = capsys.readouterr().out
     assert "COMPLETED 2  TIMEOUT 1" in out and "best val_acc 0.9: run s1-1 (#1)" in out
     assert "failures by cause" in out and "Slurm job 602: TIMEOUT after 76 s" in out  # slurmml report's tables
-
-    monkeypatch.setattr("slurmml.cli.watch._print_report", lambda *args: False)  # an installation without them
-    print_summary(registry, ["s1"], final)
-    assert "  #2: TIMEOUT (Slurm job 602: TIMEOUT after 76 s (limit 60 s))" in capsys.readouterr().out
 
 
 @pytest.fixture
@@ -585,7 +586,7 @@ def test_watch_command_unknown_sweep_and_ctrl_c(home: Path, monkeypatch) -> None
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("slurmml.cli.watch.follow", interrupted)
+    monkeypatch.setattr("slurmml.report.progress.follow", interrupted)
     stopped = CliRunner().invoke(watch, [str(home / "s1")])  # found by its directory
     assert stopped.exit_code == 130
     assert "stopped watching; the jobs keep running" in stopped.output

@@ -125,6 +125,38 @@ def test_two_ingesting_processes_add_nothing_twice(tmp_path: Path) -> None:
     assert conn.execute("SELECT sum(count) FROM metric_summary").fetchone()[0] == 12000
 
 
+def test_a_failed_write_leaves_nothing_and_the_next_write_goes_through(tmp_path: Path) -> None:
+    """store.transaction, which every registry write uses: all or nothing, and never left open."""
+    from slurmml.registry.store import transaction
+
+    registry = make_registry(tmp_path)
+    with pytest.raises(KeyError):
+        registry.add_sweep({"id": "s2", "argv": []}, [{"id": "s2-0", "job_num": 0}, {"id": "s2-1"}])  # no job_num
+    assert not registry.has_sweep("s2") and not registry.conn.in_transaction
+    with pytest.raises(sqlite3.IntegrityError):  # a second run with the same id: the first goes too
+        registry.add_sweep({"id": "s3"}, [{"id": "s3-0", "job_num": 0}, {"id": "s3-0", "job_num": 1}])
+    assert not registry.has_sweep("s3")
+    with pytest.raises(RuntimeError), transaction(registry.conn) as conn:
+        conn.execute("DELETE FROM runs")
+        raise RuntimeError
+    assert len(registry.runs()) == 3
+    registry.discard_runs("s1", ["s1-2"])
+    assert [r["id"] for r in registry.runs()] == ["s1-0", "s1-1"] and not registry.conn.in_transaction
+
+
+def test_job_records_reads_the_cached_jobs_asked_for_or_all(tmp_path: Path) -> None:
+    from slurmml.slurm.accounting import JobRecord
+
+    registry = make_registry(tmp_path)
+    records = [JobRecord(job_id=f"7_{i}", state="RUNNING", source="squeue", updated=1.0) for i in range(3)]
+    registry.store_job_records(records)
+    registry.store_job_records([JobRecord(job_id="7_1", state="COMPLETED", exit_code=0, source="sacct", updated=2.0)])
+    assert registry.job_records(["7_1", "7_9"])["7_1"].state == "COMPLETED"
+    assert set(registry.job_records(["7_1", "7_9"])) == {"7_1"}
+    assert set(registry.job_records()) == {"7_0", "7_1", "7_2"}
+    assert registry.job_records([]) == {}
+
+
 def test_filters_sort_and_leaderboard(tmp_path: Path) -> None:
     registry = make_registry(tmp_path)
     for i, lr in enumerate([0.1, 0.01, 0.001]):
@@ -188,11 +220,10 @@ def test_local_run_whose_process_died_is_lost_not_running(tmp_path: Path) -> Non
     import sys
 
     home = tmp_path / "home"
-    script = "import os, slurmml, time\nslurmml.log(step=0, loss=1.0)\nslurmml.tracking.writer.flush_all()\nos._exit(0)\n"
+    script = "import os, slurmml\nslurmml.log(step=0, loss=1.0)\nslurmml.tracking.client.current_writer().flush()\nos._exit(0)\n"
     env = {**os.environ, "SLURMML_HOME": str(home)}
     env.pop("SLURMML_SPOOL", None)
-    subprocess.run([sys.executable, "-c", script.replace("slurmml.tracking", "__import__('slurmml.tracking.writer').tracking")],
-                   env=env, check=True)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
     registry = Registry(home / "registry.db")
     registry.refresh(home / "runs")
     (run,) = registry.runs()

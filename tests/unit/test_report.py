@@ -16,16 +16,11 @@ from slurmml.cli import main
 from slurmml.cli.report import report as report_command
 from slurmml.errors import SlurmmlError
 from slurmml.registry.registry import Registry
-from slurmml.report.collect import (
-    Inputs,
-    aggregate,
-    build_report,
-    distinguishing_labels,
-    failure_cause,
-    parse_when,
-    reconcile_state,
-)
-from slurmml.report.html import histogram_counts, nice_ticks, render_html, write_html
+from slurmml.report.aggregate import aggregate, distinguishing_labels, failure_cause, reconcile_state
+from slurmml.report.collect import build_report, parse_when
+from slurmml.report.html import render_html, write_html
+from slurmml.report.html_charts import histogram_counts, nice_ticks
+from slurmml.report.model import Inputs
 from slurmml.slurm.accounting import SACCT_REPORT_FIELDS, JobRecord, parse_sacct_report
 from slurmml.tracking.spool import encode
 
@@ -255,6 +250,15 @@ def test_labels_and_times() -> None:
     assert parse_when(None) is None
     with pytest.raises(Exception, match="cannot read time"):
         parse_when("last tuesday")
+
+
+def test_per_run_figures_read_in_chunks_add_up_to_one_read(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slurmml.registry import report_reads
+
+    whole = build_report(registry, metric=None, now=START + 200).to_dict()
+    monkeypatch.setattr(report_reads, "CHUNK", 2)  # 12 runs: six statements for each per-run figure
+    assert build_report(registry, metric=None, now=START + 200).to_dict() == whole
+    assert whole["metric"] == "val_acc" and whole["totals"]["gpu_util"] is not None
 
 
 def test_aggregate_is_pure_on_plain_rows() -> None:

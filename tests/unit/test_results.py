@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from slurmml.cli import main as cli
-from slurmml.cli.watch import snapshot
+from slurmml.report.progress import snapshot
 from slurmml.registry.registry import Registry
 from slurmml.registry.schema import MIGRATIONS
-from slurmml.report.collect import build_report, run_records
+from slurmml.report.collect import build_report
+from slurmml.report.records import run_records
 from slurmml.tracking.spool import encode
 
 T = 1_800_000_000.0

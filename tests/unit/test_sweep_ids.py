@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slurmml.launcher.sweep import sweep_id_for
+from slurmml.launcher.recording import sweep_id_for
 
 
 def test_a_first_batch_starts_a_new_sweep_even_in_the_same_process(tmp_path: Path) -> None:

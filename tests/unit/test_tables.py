@@ -226,7 +226,8 @@ def test_fit_gives_free_text_what_is_left() -> None:
 
 
 def test_watch_progress_bar_shows_its_title_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
-    from slurmml.cli.watch import Snapshot, _Display
+    from slurmml.cli.watch import _Display
+    from slurmml.report.progress import Snapshot
 
     with _Display("sweep [/x] [bold]", stderr_is_terminal=True) as display:
         display.update(Snapshot({"RUNNING": 1}, None, None))

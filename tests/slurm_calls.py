@@ -1,6 +1,6 @@
 """Count the Slurm commands a process tree runs, with wrapper scripts put first on PATH.
 
-Used by the tests and benchmarks to check load on the controller (calls, not timers).
+For the tests and benchmarks, to check load on the controller (calls, not timers).
 """
 
 from __future__ import annotations

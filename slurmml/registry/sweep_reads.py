@@ -1,0 +1,42 @@
+"""Registry reads about whole sweeps: which sweeps a folder holds, and how their runs stand.
+
+Each function takes a connection and returns plain Python values; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterable
+
+
+def _marks(values: list) -> str:
+    return ",".join("?" * len(values))
+
+
+def sweeps_launched_into(conn: sqlite3.Connection, folders: Iterable[str]) -> list[str]:
+    """Ids of the sweeps recorded with one of these sweep folders, oldest first."""
+    folders = list(folders)
+    rows = conn.execute(
+        f"SELECT id FROM sweeps WHERE sweep_dir IN ({_marks(folders)}) ORDER BY created", folders)
+    return [row[0] for row in rows]
+
+
+def state_counts(conn: sqlite3.Connection, sweep_ids: list[str]) -> dict[str, int]:
+    """state -> how many runs of these sweeps are in it."""
+    return dict(conn.execute(
+        f"SELECT state, count(*) FROM runs WHERE sweep_id IN ({_marks(sweep_ids)}) GROUP BY state",
+        sweep_ids).fetchall())
+
+
+def any_result(conn: sqlite3.Connection, sweep_ids: list[str]) -> bool:
+    """Whether a run of these sweeps recorded a result (its task's numeric return value)."""
+    return conn.execute(
+        f"SELECT 1 FROM runs WHERE sweep_id IN ({_marks(sweep_ids)}) AND result IS NOT NULL LIMIT 1",
+        sweep_ids).fetchone() is not None
+
+
+def logged_metrics(conn: sqlite3.Connection, sweep_ids: list[str]) -> dict[str, int]:
+    """metric name -> how many runs of these sweeps logged it."""
+    return dict(conn.execute(
+        f"SELECT k.name, count(*) FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
+        f"WHERE r.sweep_id IN ({_marks(sweep_ids)}) GROUP BY k.name", sweep_ids).fetchall())
