@@ -32,7 +32,8 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
 
     from slurmml.cli.output import emit, open_sweep
     from slurmml.errors import SlurmmlError
-    from slurmml.report.collect import build_report, run_records
+    from slurmml.report.collect import build_report
+    from slurmml.report.records import run_records
 
     if sum([as_json, as_csv, html_path is not None]) > 1:
         raise SlurmmlError("choose one of --json, --csv and --html")
@@ -66,7 +67,8 @@ def report(sweep: str | None, since: str | None, until: str | None, user: str | 
 
 
 def _run_columns(result) -> list[str]:
-    from slurmml.report.collect import RESULT, RUN_COLUMNS
+    from slurmml.core.direction import RESULT
+    from slurmml.report.records import RUN_COLUMNS
 
     return [c for c in RUN_COLUMNS if c != "metric"] + ([result.metric] if result.metric not in (None, RESULT) else [])
 
@@ -100,7 +102,7 @@ def _table(title: str, spec: list, items: list, out) -> None:
 
 def print_tables(result) -> None:
     """The report as tables fitted to the terminal (also the end of `slurmml watch`)."""
-    from slurmml.report.collect import RESULT
+    from slurmml.core.direction import RESULT
     from slurmml.core.tables import GLUE, Column, console, print_text
 
     out = console()

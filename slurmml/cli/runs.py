@@ -85,7 +85,7 @@ def sweeps(as_json: bool, as_csv: bool) -> None:
 def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
     """Runs with their state, their result (the task's numeric return value) and the last value of each logged
     metric."""
-    from slurmml.registry.registry import RUN_FIELDS
+    from slurmml.registry.browse import RUN_FIELDS
 
     registry, sweep = open_sweep(sweep)
     rows = registry.runs(sweep=sweep, where=where, sort=sort, limit=limit)

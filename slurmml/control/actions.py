@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from slurmml.errors import SlurmmlError
 from slurmml.core.states import FINAL_STATES, NOT_STARTED_STATES
+from slurmml.core.text import tool_error_lines
 from slurmml.slurm.commands import CommandResult, run_command
 
 ACTIONS = ("cancel", "requeue", "clone")
@@ -103,9 +104,8 @@ def _target(registry: Any, action: str, run_id: str, me: Optional[str]) -> tuple
 # -- what Slurm said (pure; unit-tested on recorded stderr) ---------------------------------------------------
 
 def error_lines(stderr: str) -> list[str]:
-    """Error lines without the program's prefix: `scancel: error: Kill job error on job id 5: X` -> `Kill job ...`."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return [re.sub(r"^\w+:\s*error:\s*", "", line) for line in lines if "error" in line.lower()] or lines
+    """What the tool said went wrong (core.text.tool_error_lines), else every line it wrote."""
+    return tool_error_lines(stderr) or [line.strip() for line in stderr.splitlines() if line.strip()]
 
 
 def scancel_problem(stderr: str) -> Optional[str]:

@@ -17,14 +17,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Optional
 
-from slurmml.registry.browse import RUN_FIELDS, RunReads
+from slurmml.registry.browse import RunReads
 from slurmml.registry.ingest import IngestReport, SpoolIngest
 from slurmml.registry.jobs import SlurmCache
 from slurmml.registry.launch_writes import LaunchWrites
 from slurmml.registry.local_runs import LocalRuns
 from slurmml.registry.store import connect, default_registry_path
 
-__all__ = ["RUN_FIELDS", "Registry"]  # RUN_FIELDS: the CLI's run table columns, named here by slurmml.cli
+__all__ = ["Registry"]
 
 
 class Registry(LaunchWrites, SpoolIngest, LocalRuns, SlurmCache, RunReads):

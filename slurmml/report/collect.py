@@ -16,7 +16,6 @@ from slurmml.core.direction import RESULT
 from slurmml.errors import SlurmmlError
 from slurmml.report.aggregate import aggregate, pick_metric, result_values
 from slurmml.report.model import Inputs, Report
-from slurmml.report.records import RUN_COLUMNS, run_records  # noqa: F401  (slurmml.cli.report imports them here)
 
 When = Union[None, str, float, int]
 
