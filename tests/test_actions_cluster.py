@@ -105,13 +105,10 @@ def squeue_state(job_id: str) -> str:
     return out.stdout.strip() or "GONE"
 
 
-def start_now(job_id: str) -> None:
-    """A requeued job is held about 2 minutes (BeginTime): start it at once."""
+def wait_for_restart(job_id: str) -> None:
+    """A requeued job waits for its last credential to expire (the dev cluster's cred_expire, 10 s), then starts."""
     def started() -> bool:
-        state = squeue_state(job_id)
-        if state == "PENDING":
-            run_command(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
-        return state != "PENDING"
+        return squeue_state(job_id) != "PENDING"
 
     wait_until(started, timeout_s=60, interval_s=1, what=f"requeued job {job_id} to start again")
 
@@ -137,7 +134,7 @@ def test_requeue_finished_runs_reruns_them_and_counts_a_restart(tmp_path: Path, 
     poller.poll()
     assert {reg.run(r)["state"] for r in (ok, fail)} == {"QUEUED"}  # not settled back to how they ended
     for run_id in (ok, fail):
-        start_now(reg.run(run_id)["slurm_job_id"])
+        wait_for_restart(reg.run(run_id)["slurm_job_id"])
 
     assert poll_until_final(poller, [ok, fail], timeout_s=120) == {ok: "COMPLETED", fail: "FAILED"}
     for run_id in (ok, fail):

@@ -51,7 +51,9 @@ def squeue_state(job_id: str) -> tuple[str, int]:
 
 
 def requeue_and_restart(job_id: str) -> None:
-    """`scontrol requeue`, then start it again at once (a requeued job waits about 2 minutes otherwise)."""
+    """`scontrol requeue`, then wait for the next execution to start: the dev cluster's short cred_expire lets it
+    start about 11 s later. Forcing `StartTime=now` instead loses a race: slurmd refuses a start in the same
+    second as the requeue ("Job credential revoked") and the job really ends FAILED."""
     assert run_command(["scontrol", "requeue", job_id]).ok
 
     def pending_again() -> bool:  # COMPLETING (with RestartCnt 1 already) while the first execution is killed
@@ -61,10 +63,7 @@ def requeue_and_restart(job_id: str) -> None:
     wait_until(pending_again, timeout_s=60, interval_s=0.5, what=f"requeued job {job_id} to be pending")
 
     def started_again() -> bool:
-        state, _ = squeue_state(job_id)
-        if state == "PENDING":
-            run_command(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
-        return state != "PENDING"
+        return squeue_state(job_id)[0] != "PENDING"
 
     wait_until(started_again, timeout_s=60, interval_s=1, what=f"requeued job {job_id} to run again")
 

@@ -266,6 +266,10 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 InactiveLimit=0
 KillWait=2
+# A requeued job may start again only once its last credential has expired (cred_expire + 1 s, by default
+# 121 s): 10 s keeps requeue and preemption tests short without forcing an early start, which slurmd
+# refuses ("Job credential revoked") when it lands in the same second as the requeue.
+AuthInfo=cred_expire=10
 MinJobAge=300
 MaxJobCount=50000
 MaxArraySize=10001
