@@ -1,5 +1,5 @@
 # Entry points: `make demo` (an example sweep on this machine), `make test-unit` (every test that needs no
-# cluster: no root, no Slurm) and `make test` (the whole suite against a real single-node Slurm that
+# cluster, and no root) and `make test` (the whole suite against a real single-node Slurm that
 # `slurmml cluster up` installs and starts).
 PYTHON ?= python3
 VENV ?= .venv

@@ -110,10 +110,15 @@ def test_each_batch_says_which_it_is_and_the_sweeps_total(tiny: Path) -> None:
 
 
 def test_the_peers_python_field_and_null_tasks_per_node_are_taken(tiny: Path) -> None:
+    stubs = tiny / "bin"  # a dry run renders scripts, which needs srun on PATH (never run): no cluster needed
+    stubs.mkdir()
+    (stubs / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (stubs / "srun").chmod(0o755)
+    env = {**home_env(tiny / "home"), "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}"}
     result = run_app(["tiny.py", "-m", "hydra/launcher=slurmml", "x=1,2", "hydra.sweep.dir=sweep",
                       "hydra.launcher.dry_run=true", "hydra.launcher.tasks_per_node=null",
                       f"hydra.launcher.python='/usr/bin/env PYTHONHASHSEED=0 {sys.executable}'"],
-                     cwd=tiny, env=home_env(tiny / "home"))
+                     cwd=tiny, env=env)
     assert result.returncode == 0, result.stderr
     assert f"exec /usr/bin/env PYTHONHASHSEED=0 {sys.executable} -u -m slurmml.launcher.task" in result.stdout
     assert "--ntasks-per-node" not in result.stdout
@@ -145,3 +150,12 @@ def test_a_task_that_cannot_be_pickled_is_one_line_and_leaves_nothing(tiny: Path
                      cwd=tiny, env=home_env(home))
     assert_one_line(result, "slurmml: cannot pickle the task for its jobs: cannot pickle '_thread.lock' object")
     assert_nothing_left(tiny / "sweep", home)
+
+
+def test_a_dry_run_without_slurms_commands_is_one_line(tiny: Path) -> None:
+    """A workstation without Slurm: the preview says what it needs instead of submitit's traceback."""
+    env = {**home_env(tiny / "home"), "PATH": os.path.dirname(sys.executable)}  # python, no Slurm commands
+    result = run_app(["tiny.py", "-m", "hydra/launcher=slurmml", "x=1,2", "hydra.sweep.dir=sweep",
+                      "hydra.launcher.dry_run=true"], cwd=tiny, env=env)
+    assert_one_line(result, "slurmml: srun not found on PATH: sbatch scripts are rendered (also for a dry run) on a "
+                            "machine with Slurm's commands (run the sweep here with hydra/launcher=slurmml_local)")

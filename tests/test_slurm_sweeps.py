@@ -191,7 +191,7 @@ def test_without_sbatch_slurm_says_so_and_local_runs_the_same_sweep(tiny: Path) 
     assert refused.returncode != 0
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert lines[0] == ("slurmml: sbatch not found on PATH: this machine cannot submit to Slurm (run the sweep here "
-                        "with hydra/launcher=slurmml_local, or preview it with hydra.launcher.dry_run=true)")
+                        "with hydra/launcher=slurmml_local)")
     assert lines[1:] == [HYDRA_HINT]
     local = run_app(["tiny.py", "-m", "hydra/launcher=slurmml_local", "x=1,2", "hydra.sweep.dir=sweep"], cwd=tiny, env=env)
     assert local.returncode == 0, local.stderr

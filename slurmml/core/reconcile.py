@@ -36,9 +36,8 @@ KILLED = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEM
 
 @dataclass(frozen=True)
 class RunChange:
-    """Set a run's state, if it is still one of `only_from` (another process may have moved it meanwhile).
-
-    The same fields as registry.jobs.RunChange, which the loop hands to jobs.apply_changes."""
+    """Set a run's state, if it is still one of `only_from` (another process may have moved it meanwhile):
+    decided here, applied by registry.jobs.apply_changes."""
 
     run_id: str
     state: str

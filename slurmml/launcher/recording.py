@@ -35,29 +35,24 @@ def spool_path(batch_dir: Path, index: int) -> Path:
 _sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id
 
 
-def _sweeps_dir() -> Path:
-    return slurmml_home() / "sweeps"
-
-
 def sweep_id_for(sweep_dir: Path, initial_job_idx: int) -> str:
-    """A new id for each command that launches into a directory, recorded there and under $SLURMML_HOME/sweeps.
+    """A new id for each command that launches into a directory, recorded there (`.slurmml/<id>/sweep.json`:
+    the command and when it ran, for whoever reads the folder; commands find sweeps through the registry).
 
     A sweeper's first batch starts at job 0: that is a new command even in a process that launched into
     this directory before (Hydra's test suites, a notebook), so it never reuses an older sweep's id.
     """
     if sweep_dir not in _sweep_ids or initial_job_idx == 0:
-        sweeps_dir = _sweeps_dir()  # a bad SLURMML_HOME stops here, before anything is written
+        slurmml_home()  # a bad SLURMML_HOME stops here, before anything is written
         sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         record = {"sweep_id": sweep_id, "dir": str(sweep_dir), "created": time.time(), "argv": mask_argv(sys.argv)}
         batch.write_atomic(batch.sweep_state_dir(sweep_dir, sweep_id) / batch.SWEEP_RECORD, json.dumps(record, indent=2).encode())
-        batch.write_atomic(sweeps_dir / f"{sweep_id}.json", json.dumps(record).encode())
         _sweep_ids[sweep_dir] = sweep_id
     return _sweep_ids[sweep_dir]
 
 
 def forget_sweep(sweep_dir: Path, sweep_id: str) -> None:
-    """After a sweep's only batch was taken back: its record under $SLURMML_HOME, and this command's id for it."""
-    (_sweeps_dir() / f"{sweep_id}.json").unlink(missing_ok=True)
+    """After a sweep's only batch was taken back: this command's id for it."""
     if _sweep_ids.get(sweep_dir) == sweep_id:
         del _sweep_ids[sweep_dir]
 

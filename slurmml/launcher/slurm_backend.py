@@ -18,7 +18,7 @@ from slurmml.launcher import batch
 from slurmml.launcher.config import SlurmQueueConf
 from slurmml.launcher.plan import ArrayChunk, Template, job_environment, log_folder, submitit_parameters
 from slurmml.launcher.task import task_arguments
-from slurmml.slurm.commands import run_command
+from slurmml.slurm.commands import available, run_command
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
 
 
@@ -61,15 +61,22 @@ class ScriptMaker:
         return _make_sbatch_string(command=self.command(batch_dir, chunk.offset), folder=self.log_dir, **params)
 
 
-def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
-    import submitit
-
-    log_dir = str(Path(log_folder(conf["submitit_folder"])).absolute())  # recorded for readers elsewhere
-    executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
+def check_known_fields(conf: Mapping[str, Any]) -> None:
     unknown = sorted(set(conf) - {f.name for f in fields(SlurmQueueConf)})  # added with `+hydra.launcher.x=...`
     if unknown:
         raise SlurmmlError(f"hydra.launcher.{unknown[0]} is not a launcher field "
                            "(other sbatch options go in hydra.launcher.additional_parameters)")
+
+
+def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
+    import submitit
+
+    log_dir = str(Path(log_folder(conf["submitit_folder"])).absolute())  # recorded for readers elsewhere
+    check_known_fields(conf)
+    if not available("srun"):  # submitit's Slurm executor refuses to exist without it, with a traceback
+        raise SlurmmlError("srun not found on PATH: sbatch scripts are rendered (also for a dry run) on a machine "
+                           "with Slurm's commands (run the sweep here with hydra/launcher=slurmml_local)")
+    executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
     try:
         executor.update_parameters(**submitit_parameters(conf, template))  # checks names, converts units
     except (NameError, ValueError) as error:

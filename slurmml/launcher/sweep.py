@@ -63,20 +63,25 @@ def launch_on_slurm(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
     from slurmml.launcher.plan import check_fields, check_poll_interval, check_request, split_into_arrays, throttle_note
-    from slurmml.launcher.slurm_backend import script_maker, submit_arrays
+    from slurmml.home import slurmml_home
+    from slurmml.launcher.slurm_backend import check_known_fields, script_maker, submit_arrays
     from slurmml.launcher.templates import load_template
     from slurmml.slurm.cluster import ClusterFacts, read_cluster_facts
     from slurmml.slurm.commands import available
 
+    # what the config and this user's state say first, then what this machine has
     check_fields(conf)
+    check_known_fields(conf)
     if conf.get("wait"):
         check_poll_interval(conf.get("poll_interval_s", 10.0))
     template = load_template(conf.get("template"))
+    if not conf.get("dry_run"):
+        slurmml_home()  # one line if SLURMML_HOME is unusable, before Slurm is asked anything
     on_slurm = available("sbatch")
     if not on_slurm and not conf.get("dry_run"):
         raise SlurmmlError(
             "sbatch not found on PATH: this machine cannot submit to Slurm "
-            "(run the sweep here with hydra/launcher=slurmml_local, or preview it with hydra.launcher.dry_run=true)"
+            "(run the sweep here with hydra/launcher=slurmml_local)"
         )
     facts = read_cluster_facts() if on_slurm else ClusterFacts()
     problem = check_request(conf, facts.partitions)

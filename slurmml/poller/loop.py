@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from slurmml.core import reconcile
@@ -299,7 +299,7 @@ class Poller:
         self._apply(changes, "squeue" if view.accounting_off else "sacct", now, report)
 
     def _apply(self, changes: list[reconcile.RunChange], source: str, now: float, report: PollReport) -> None:
-        applied = jobs.apply_changes(self.registry, [jobs.RunChange(**asdict(c)) for c in changes],
+        applied = jobs.apply_changes(self.registry, changes,
                                      source=source, now=now)
         for change in applied:
             report.changes[change.run_id] = change.state

@@ -21,6 +21,7 @@ import time
 from dataclasses import astuple, dataclass
 from typing import Any, Iterable, Optional
 
+from slurmml.core.reconcile import RunChange
 from slurmml.core.states import FINAL_STATES, SLURM_FINAL
 from slurmml.registry.store import transaction
 from slurmml.slurm.accounting import JOB_RECORD_COLUMNS, JobRecord
@@ -219,20 +220,6 @@ class SlurmCache:
             return cached_records(self, job_ids)
         columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
         return {row[0]: JobRecord(*row) for row in self.conn.execute(f"SELECT {columns} FROM slurm_jobs")}
-
-
-@dataclass(frozen=True)
-class RunChange:
-    """Set a run's state, if it is still one of `only_from` (another process may have moved it meanwhile)."""
-
-    run_id: str
-    state: str
-    only_from: tuple[str, ...]
-    error: Optional[str] = None  # replaces the run's error when given
-    exit_code: Optional[int] = None  # kept when the run has its own
-    restarts: Optional[int] = None  # raised to at least this
-    ended: Optional[float] = None  # kept when the run has its own
-    reopen: bool = False  # a final run running again (Slurm requeued it): its end, error and exit code go
 
 
 def apply_changes(registry: Any, changes: Iterable[RunChange], source: str,

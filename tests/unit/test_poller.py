@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import pytest
 
 from slurmml.cli.watch import print_summary
-from slurmml.core.reconcile import slurm_outcome
+from slurmml.core.reconcile import RunChange, slurm_outcome
 from slurmml.poller.loop import Poller
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
@@ -464,7 +464,7 @@ def test_a_run_settled_by_slurm_comes_back_when_slurm_requeues_its_job(tmp_path:
                           FakeJob("4706", start=t0 + 2, end=t0 + 200)])  # squeue runs while any job is active
     poller = Poller(registry, run=fake.run, clock=fake.clock)
     drive(fake, [poller], until=t0 + 25, step_s=1)
-    jobs.apply_changes(registry, [jobs.RunChange("s1-0", "FAILED", ("RUNNING",), error="Slurm job 4705: FAILED",
+    jobs.apply_changes(registry, [RunChange("s1-0", "FAILED", ("RUNNING",), error="Slurm job 4705: FAILED",
                                                  exit_code=1, ended=t0 + 29)], source="sacct", now=t0 + 29)
     drive(fake, [poller], until=t0 + 45, step_s=1)
     run = registry.run("s1-0")
