@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
-from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested
+from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested, WorkFailed
 from slurmml.tui.model import ACTIVE_STATES, RunRow
 from slurmml.tui.runs_screen import RunsScreen
 from slurmml.tui.source import RegistrySource, Snapshot
@@ -73,10 +73,17 @@ class SlurmmlApp(App):
         if self.refresh_s > 0:
             self.set_interval(self.refresh_s, self.refresh_now)
 
+    # -- failures: every one ends here (tui.workers), as one notification, and the app goes on -------------
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Every worker's failure ends here (tui.workers): a notification, and the app goes on."""
-        if event.state == WorkerState.ERROR:
-            self.notify(failure_note(event.worker), severity="error", timeout=10, markup=False)
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self._failed(event.worker.description, event.worker.error)
+
+    @on(WorkFailed)
+    def work_failed(self, message: WorkFailed) -> None:
+        self._failed(message.what, message.error)
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self.notify(failure_note(what, error), severity="error", timeout=10, markup=False)
 
     # -- data ------------------------------------------------------------------------------------------
     @background("reading the registry", group="snapshot", exclusive=True)
@@ -87,8 +94,9 @@ class SlurmmlApp(App):
     def _first_snapshot(self, screen: RunsScreen, snapshot: Snapshot) -> None:
         screen.show_snapshot(snapshot)
         # Once per process, here: what is alive after the first paint (the imports, the widgets, the first
-        # snapshot's tens of thousands of rows) mostly stays alive, and leaving it out of full collections
-        # keeps those short (30 ms otherwise, in the middle of typing). Not per snapshot: gc.freeze is
+        # snapshot's tens of thousands of rows) is long-lived, and leaving it out of full collections keeps
+        # those short (30 ms otherwise, in the middle of typing). The rows hold no cycles, so reference
+        # counting still frees them when a later snapshot replaces them. Not per snapshot: gc.freeze is
         # process-wide, and cyclic garbage pending at a freeze is never collected.
         gc.freeze()
         self.refresh_now()

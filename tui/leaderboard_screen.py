@@ -132,7 +132,8 @@ class LeaderboardScreen(Screen):
         if board is not None:
             deliver(self, self.show_board, board)
 
-    def _ranked(self, metric: str, mode: Optional[str], sweep: Optional[str], group_key: Optional[str]) -> Optional[Board]:
+    def _ranked(self, metric: str, mode: Optional[str], sweep: Optional[str],
+                group_key: Optional[str]) -> Optional[Board]:
         """In a worker: the ranking, or None once the user was told why there is none."""
         try:
             mode, rows = self.source.leaderboard(metric, mode, sweep, group_key)

@@ -49,3 +49,12 @@ class ActOnRuns(Message):
 
 class RefreshRequested(Message):
     """Read the registry now (and let the shared poller ask Slurm if its schedule allows)."""
+
+
+class WorkFailed(Message):
+    """Background work, or the showing of its result, raised: the app says so (tui.workers)."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__()
+        self.what = what
+        self.error = error

@@ -14,8 +14,8 @@ from textual.widgets import Footer, Input, Static
 
 from slurmml.errors import SlurmmlError
 from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested, RunAction
-from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, apply_filter, columns_for, format_age, group_by_sweep,
-                               parse_filter_text, sort_rows, state_counts)
+from slurmml.tui.model import (ACTIVE_STATES, Column, FilterQuery, apply_filter, columns_for, format_age,
+                               group_by_sweep, parse_filter_text, sort_rows, state_counts)
 from slurmml.tui.run_table import RunTable
 from slurmml.tui.source import RefreshOutcome, RegistrySource, Snapshot
 from slurmml.tui.workers import background, deliver

@@ -7,8 +7,9 @@ Every registry, file and Slurm call runs in a thread worker, and two rules hold 
   dropped there instead of reaching widgets that are already gone. (App.call_from_thread runs the
   callback on the app's loop whatever became of the screen: a worker that finished late crashed the app.)
 - An exception ends the worker, never the app: every worker belongs to the app and does not exit it on
-  error, and the app's one Worker.StateChanged handler turns the failure into a notification
-  (`failure_note`). Worker messages do not bubble, which is why screens' workers are the app's too.
+  error. The app has one place that turns a failure into a notification (`failure_note`): its
+  Worker.StateChanged handler for a worker that raised, and its WorkFailed handler for a result that
+  raised while shown. Worker messages do not bubble, which is why screens' workers are the app's too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Callable, Optional
 
 from textual.message_pump import MessagePump
 from textual.worker import NoActiveWorker, Worker, active_worker, get_current_worker
+
+from slurmml.tui.messages import WorkFailed
 
 NOTE_CHARS = 300
 
@@ -54,8 +57,8 @@ def deliver(target: MessagePump, callback: Callable[..., Any], *args: Any, **kwa
     """From a worker: run callback(*args, **kwargs) in `target`'s message loop, or nowhere if it has closed.
 
     A worker that was superseded (an exclusive worker started after it: the metric changed again while it
-    ranked) delivers nothing, so an older answer never replaces a newer one. A callback that raises is a
-    notification too, like a worker that raises.
+    ranked) delivers nothing, so an older answer never replaces a newer one. A callback that raises is
+    reported to the app (WorkFailed), like a worker that raises.
     """
     try:
         worker: Optional[Worker] = get_current_worker()
@@ -67,18 +70,14 @@ def deliver(target: MessagePump, callback: Callable[..., Any], *args: Any, **kwa
             return
         try:
             callback(*args, **kwargs)
-        except Exception as error:  # the one place a delivered result's failure is turned into a message
-            what = worker.description if worker is not None else "showing the result"
-            why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            target.app.notify(" ".join(f"{what} failed: {why}".split())[:NOTE_CHARS], severity="error",
-                              markup=False)
+        except Exception as error:
+            target.post_message(WorkFailed(worker.description if worker is not None else "showing the result", error))
 
     target.call_later(apply)
 
 
-def failure_note(worker: Worker) -> str:
+def failure_note(what: str, error: BaseException) -> str:
     """One plain line: what failed and why."""
-    error = worker.error
     why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    line = " ".join(f"{worker.description} failed: {why}".split())
+    line = " ".join(f"{what} failed: {why}".split())
     return line if len(line) <= NOTE_CHARS else line[: NOTE_CHARS - 1] + "…"
