@@ -599,6 +599,21 @@ def accounted(registry: Registry, job_id: str):
     return rec if rec is not None and rec.source == "sacct" and rec.state == "COMPLETED" else None
 
 
+def lagging_sacct_of_the_killed_execution(t0: float, first_submit: str) -> Callable[[float], Optional[CommandResult]]:
+    """sacct from t0+20 to t0+90: 4745_4's killed first execution (FAILED, with the Submit it had before the
+    requeue gave the job a new one) and 4745_0 COMPLETED."""
+    fields = with_id(SACCT_ENDED["FAILED"][0], "4745_4", "4750").split("|")
+    fields[FIELDS_22_05.index("Submit")] = first_submit
+    lines = ["|".join(fields)] + SACCT_ENDED["COMPLETED"]
+
+    def answer(now: float) -> Optional[CommandResult]:
+        if t0 + 20 <= now < t0 + 90:
+            return CommandResult(("sacct",), 0, "".join(line + "\n" for line in lines), "")
+        return None
+
+    return answer
+
+
 def test_sacct_of_the_execution_a_requeue_ended_never_settles_the_run(tmp_path: Path) -> None:
     """The race behind a requeued run ending FAILED: sacct, asked about another task of the array, still
     describes the killed first execution (FAILED, the old Submit) while squeue lists the second one."""
@@ -608,20 +623,7 @@ def test_sacct_of_the_execution_a_requeue_ended_never_settles_the_run(tmp_path: 
     fake = FakeSlurm(t0, [FakeJob("4745_4", start=t0 + 2, end=t0 + 90, requeued_at=t0 + 20, start_again=t0 + 25),
                           FakeJob("4745_0", start=t0 + 2, end=t0 + 40)])
     first_submit = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(parse_time(submit_of("COMPLETED")) - 60))
-    submit = FIELDS_22_05.index("Submit")
-    killed = []  # the first execution's record: FAILED, submitted before the requeue gave the job a new Submit
-    for line in SACCT_ENDED["FAILED"][:1]:
-        fields = with_id(line, "4745_4", "4750").split("|")
-        fields[submit] = first_submit
-        killed.append("|".join(fields))
-
-    def lagging_sacct(now: float):
-        if t0 + 20 <= now < t0 + 90:
-            return CommandResult(("sacct",), 0, "".join(
-                line + "\n" for line in killed + SACCT_ENDED["COMPLETED"]), "")
-        return None
-
-    fake.sacct_answer = lagging_sacct
+    fake.sacct_answer = lagging_sacct_of_the_killed_execution(t0, first_submit)
     poller = Poller(registry, run=fake.run, clock=fake.clock, sacct_interval_s=5)
     for until in range(int(t0) + 5, int(t0) + 88, 5):
         drive(fake, [poller], until=until, step_s=1)
@@ -654,20 +656,8 @@ def test_sacct_of_a_killed_execution_while_squeue_shows_it_completing_never_sett
             return CommandResult(("squeue",), 0, "|".join(completing) + "\n", "")
         return None
 
-    submit = FIELDS_22_05.index("Submit")
-    killed = []  # the killed execution: FAILED, with the Submit squeue still shows
-    for line in SACCT_ENDED["FAILED"][:1]:
-        fields = with_id(line, "4745_4", "4750").split("|")
-        fields[submit] = first_submit
-        killed.append("|".join(fields))
-
-    def lagging_sacct(now: float):
-        if t0 + 20 <= now < t0 + 90:
-            return CommandResult(("sacct",), 0, "".join(
-                line + "\n" for line in killed + SACCT_ENDED["COMPLETED"]), "")
-        return None
-
-    fake.squeue_answer, fake.sacct_answer = requeue_under_way, lagging_sacct
+    fake.squeue_answer = requeue_under_way
+    fake.sacct_answer = lagging_sacct_of_the_killed_execution(t0, first_submit)
     poller = Poller(registry, run=fake.run, clock=fake.clock, squeue_interval_s=5, sacct_interval_s=5)
     for until in range(int(t0) + 5, int(t0) + 88, 5):
         drive(fake, [poller], until=until, step_s=1)
