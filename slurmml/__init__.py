@@ -7,13 +7,16 @@ Importing this package must stay cheap: it runs inside every job and on every
 __version__ = "0.1.0"
 
 _TRACKING = {"log", "log_params", "log_artifact", "run"}
+_CHECKPOINTS = {"save_checkpoint", "load_checkpoint"}
 
 
 def __getattr__(name: str):
-    """`slurmml.log(...)` and friends: the in-job client, imported on first use."""
+    """`slurmml.log(...)`, `slurmml.save_checkpoint(...)` and friends: the in-job API, imported on first use."""
     if name in _TRACKING:
-        from slurmml.tracking import client
-
-        value = globals()[name] = getattr(client, name)  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'slurmml' has no attribute {name!r}")
+        from slurmml.tracking import client as module
+    elif name in _CHECKPOINTS:
+        from slurmml.tracking import checkpoint as module
+    else:
+        raise AttributeError(f"module 'slurmml' has no attribute {name!r}")
+    value = globals()[name] = getattr(module, name)  # later lookups skip this function
+    return value
