@@ -282,7 +282,7 @@ def test_sbatch_that_queues_but_does_not_answer_keeps_what_the_job_reads(tiny: P
     assert [line for line in result.stderr.splitlines() if line.strip()][-2:] == [
         f"slurmml: sbatch did not answer within {SBATCH_TIMEOUT_S} s: the job may have been queued all the same; "
         f"check with `squeue --me` or `slurmml status {sweep_id}`", HYDRA_HINT]
-    assert (home / "sweeps" / f"{sweep_id}.json").is_file()
+    assert (tiny / "sweep" / ".slurmml" / sweep_id / "sweep.json").is_file()
     from slurmml.registry.registry import Registry
 
     with Registry(home / "registry.db", create=False) as registry:

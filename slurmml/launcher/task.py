@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from slurmml.launcher import batch
+from slurmml.tracking.distributed import export_torch_environment
 
 
 def job_id_from_environment(environ: Mapping[str, str], default: str) -> str:
@@ -56,7 +57,9 @@ def run_task(batch_dir: Path, index: int) -> Any:
         job.id = job_id_from_environment(os.environ, default=f"local_{job_num}")
         job.num = job_num
     HydraConfig.instance().set_config(config)
+    export_torch_environment(os.environ)  # each task of a multi-task step: its rank and the rendezvous
     writer_owner = os.environ.get("SLURM_PROCID", "0") == "0"  # one writer per spool and result file
+    _export_run(payload, index, config)  # every rank knows its run (slurmml.run.dir: checkpoints to load)
     sampler = _start_tracking(payload, batch_dir, index, config, overrides) if writer_owner else None
     result = run_job(
         hydra_context=payload.hydra_context,
@@ -73,6 +76,21 @@ def run_task(batch_dir: Path, index: int) -> Any:
     return result
 
 
+def _run_dir(config: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    return (Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+
+
+def _export_run(payload: batch.Payload, index: int, config: Any) -> None:
+    from slurmml.launcher.recording import run_id
+    from slurmml.tracking import client
+    from slurmml.tracking.spool import RUN_ID_ENV
+
+    os.environ[RUN_ID_ENV] = run_id(payload.sweep_id, payload.initial_job_idx + index)
+    os.environ[client.RUN_DIR_ENV] = str(_run_dir(config))
+
+
 def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, config: Any, overrides: list[str]) -> Any:
     """Open the run's spool (its only writer), record how it starts, and sample its GPUs."""
     from omegaconf import OmegaConf
@@ -80,18 +98,17 @@ def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, config:
     from slurmml.launcher.recording import run_id, spool_path
     from slurmml.tracking import client
     from slurmml.tracking.gpu import GpuSampler
-    from slurmml.tracking.spool import RUN_ID_ENV, SPOOL_ENV
+    from slurmml.tracking.spool import SPOOL_ENV
 
     job_num = payload.initial_job_idx + index
-    run_dir = (Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+    run_dir = _run_dir(config)
     task_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     try:
         resolved = OmegaConf.to_container(task_config, resolve=True)
     except Exception:  # an interpolation only the task can resolve: keep it as written
         resolved = OmegaConf.to_container(task_config, resolve=False)
     spool = spool_path(batch_dir, index)
-    os.environ[SPOOL_ENV], os.environ[RUN_ID_ENV] = str(spool), run_id(payload.sweep_id, job_num)
-    os.environ[client.RUN_DIR_ENV] = str(run_dir)
+    os.environ[SPOOL_ENV] = str(spool)
     client.start_run(spool, run_id(payload.sweep_id, job_num), run_dir, resolved, overrides)
     return GpuSampler(client.current_writer(), interval_s=payload.gpu_sample_interval_s).start()
 

@@ -113,18 +113,39 @@ run = _Run()
 # ---------------------------------------------------------------- for the job wrapper
 
 
+class _OtherRank:
+    """The writer of a task that is not rank 0 of its job: the run's spool has one writer (rank 0), so what
+    other ranks log goes nowhere, instead of into a stray local run of their own."""
+
+    path = Path(os.devnull)
+    closed = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
 def current_writer() -> SpoolWriter:
-    """The writer of the current run: the job's spool (SLURMML_SPOOL), else a new local run."""
+    """The writer of the current run: the job's spool (SLURMML_SPOOL); nothing on a job's other ranks (the
+    wrapper gives them the run's id and folder, not its spool); else a new local run."""
     global _writer, _info
     with _lock:
         if _writer is not None:
             return _writer
         spool = os.environ.get(SPOOL_ENV)
+        run_id = os.environ.get(RUN_ID_ENV)
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or os.getcwd())
         if spool:
-            run_id = os.environ.get(RUN_ID_ENV) or Path(spool).stem
-            run_dir = Path(os.environ.get(RUN_DIR_ENV) or os.getcwd())
-            _info = RunInfo(run_id, run_dir, Path(spool))
+            _info = RunInfo(run_id or Path(spool).stem, run_dir, Path(spool))
             _writer = SpoolWriter(spool)
+        elif run_id:
+            _info = RunInfo(run_id, run_dir, Path(os.devnull))
+            _writer = _OtherRank()  # type: ignore[assignment]
         else:
             _info, _writer = _start_local_run()
         return _writer

@@ -55,23 +55,12 @@ def _add_tricky_sweep(folder: Path) -> None:
     registry.close()
 
 
-def _record_sweep_dirs(folder: Path) -> None:
-    """What the launcher writes for `slurmml status`: the sweep's record in its folder and under $SLURMML_HOME."""
-    for sweep_id, name in ((SWEEP_A, SWEEPS[SWEEP_A][0]), (TRICKY, "tricky")):
-        record = {"sweep_id": sweep_id, "dir": str(folder / "sweeps" / name), "created": FIXED, "argv": ["train.py"]}
-        state_dir = folder / "sweeps" / name / ".slurmml" / sweep_id
-        state_dir.mkdir(parents=True, exist_ok=True)
-        (state_dir / "sweep.json").write_text(json.dumps(record))
-        (folder / "sweeps" / f"{sweep_id}.json").write_text(json.dumps(record))  # $SLURMML_HOME/sweeps
-
-
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # log paths are recorded relative to it
     monkeypatch.setenv("SLURMML_HOME", str(tmp_path))
     build_registry(tmp_path)
     _add_tricky_sweep(tmp_path)
-    _record_sweep_dirs(tmp_path)
     return tmp_path
 
 

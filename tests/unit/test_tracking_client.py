@@ -77,6 +77,17 @@ def test_inside_slurmml_everything_goes_to_the_job_spool(tmp_path: Path, monkeyp
     assert not (tmp_path / "home" / "runs").exists()
 
 
+def test_a_jobs_other_ranks_know_the_run_and_write_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 1 of a two-task job: the wrapper gives it the run's id and folder but not the spool (one writer)."""
+    monkeypatch.setenv(spool.RUN_ID_ENV, "s1-0")
+    monkeypatch.setenv(client.RUN_DIR_ENV, str(tmp_path / "run"))
+    client.log(step=0, loss=1.0)
+    client.log_params(lr=0.1)
+    assert client.run.id == "s1-0" and client.run.dir == tmp_path / "run"
+    assert not (tmp_path / "home" / "runs").exists()  # no stray local run of its own
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_start_run_and_end_run(tmp_path: Path) -> None:
     spool_path = tmp_path / "spool" / "0.jsonl"
     config = {"lr": 0.1, "db": {"password": "hunter2"}}
