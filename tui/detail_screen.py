@@ -15,10 +15,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Log, Sparkline, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from slurmml.core.direction import metric_mode
+from slurmml.core.direction import best_of, metric_mode
+from slurmml.core.text import error_line
 from slurmml.tui.messages import ActOnRuns, RunAction
-from slurmml.tui.model import ACTIVE_STATES, RunRow, format_duration, format_number
-from slurmml.tui.source import LogTail, RegistrySource, first_stream, log_paths, log_sizes
+from slurmml.tui.model import ACTIVE_STATES, RunRow, first_stream, format_duration, format_number
+from slurmml.tui.source import LogTail, RegistrySource, log_paths, log_sizes
 from slurmml.tui.workers import background, deliver
 
 LOG_POLL_S = 1.0
@@ -37,7 +38,7 @@ def facts_table(run: dict[str, Any]) -> Table:
     table.add_column()
     rows = [
         ("run", run["id"]),
-        ("state", run["state"] + (f"  ({run['error'].splitlines()[-1][:80]})" if run.get("error") else "")),
+        ("state", run["state"] + (f"  ({error_line(run['error'])[:80]})" if run.get("error") else "")),
         ("JobId", run.get("slurm_job_id") or "(local run)"),
         ("NodeList", (job.node_list if job else None) or run.get("host") or ""),
         ("ExitCode", "" if run.get("exit_code") is None else str(run["exit_code"])),
@@ -111,7 +112,7 @@ class RunDetailScreen(Screen):
         self.source = source
         self.reload_s = reload_s
         self.run: Optional[dict[str, Any]] = None
-        self.stream: Optional[str] = None  # chosen when the run is first loaded (tui.source.first_stream)
+        self.stream: Optional[str] = None  # chosen when the run is first loaded (tui.model.first_stream)
         self.tail: Optional[LogTail] = None
         self.plots: dict[str, PlotextPlot] = {}
         self.plotted: dict[str, int] = {}  # metric -> point count last plotted
@@ -193,7 +194,7 @@ class RunDetailScreen(Screen):
             plt = plot.plt
             plt.clear_data()
             summary = run["metrics"].get(name, {})
-            best = summary.get("min") if metric_mode(name, run.get("direction")) == "min" else summary.get("max")
+            best = best_of(summary, metric_mode(name, run.get("direction")))
             plt.title(f"{name}   last {format_number(summary.get('last'))}   best {format_number(best)}")
             if points:
                 plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points], marker="braille")

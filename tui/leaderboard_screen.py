@@ -66,8 +66,7 @@ class LeaderboardScreen(Screen):
     def on_mount(self) -> None:
         self.load_choices()
 
-    # "ranking" names it if it fails: ranking is most of what it does
-    @background("ranking", group="leaderboard-choices", exclusive=True)
+    @background("loading the leaderboard", group="leaderboard-choices", exclusive=True)
     def load_choices(self) -> None:
         """The controls' choices and the board they open on, read in one worker and drawn in one go. (A
         second worker, started once the choices were drawn, left a moment with controls and no board, which

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from slurmml.core.states import ACTIVE_STATES, FINAL_STATES
+from slurmml.core.states import ACTIVE_STATES, FINAL_STATES, is_failed
 
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")
@@ -245,6 +245,15 @@ def group_by_sweep(rows: list[RunRow], sweep_names: dict[str, str]) -> list[Any]
         out.append(GroupLine(sweep_id, f"▼ {title}{'  ' + name if name else ''}  ({len(members)} runs: {summary})"))
         out.extend(members)
     return out
+
+
+def first_stream(state: str, sizes: dict[str, int]) -> str:
+    """The stream a run's Logs tab opens on. stdout is where a program talks to its user, so it comes
+    first; stderr when it is the only stream with anything in it, or when the run failed and stderr has
+    something (that is where the traceback is). A healthy run's stderr is mostly warnings and noise."""
+    if sizes.get("stderr") and (is_failed(state) or not sizes.get("stdout")):
+        return "stderr"
+    return "stdout"
 
 
 def state_counts(rows: Iterable[RunRow]) -> dict[str, int]:

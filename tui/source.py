@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from slurmml.registry import browse, jobs
 from slurmml.registry.registry import Registry
-from slurmml.core.direction import RESULT, metric_mode
-from slurmml.core.states import is_failed
+from slurmml.core.direction import RESULT, best_of, metric_mode
 from slurmml.tui.model import RunRow
 
 
@@ -72,10 +71,24 @@ class RegistrySource:
         from slurmml.registry.registry import Registry
 
         source = cls(Registry(path, create=False), None, slurmml_home() / "runs", clock)
-        if poll:
-            source._updates = Registry(source.registry.path, create=False)
-            source.poller = Poller(source._updates, squeue_interval_s=poll_interval_s, warn=source.warnings.append)
+        try:
+            if poll:
+                source._updates = Registry(source.registry.path, create=False)
+                source.poller = Poller(source._updates, squeue_interval_s=poll_interval_s,
+                                       warn=source.warnings.append)
+        except BaseException:
+            source.close()
+            raise
         return source
+
+    def close(self) -> None:
+        """Close both registry connections (the poller's too: it uses the updates one). Safe to call twice.
+        Takes neither lock: at exit a refresh may still be waiting on Slurm; it then reports the closed
+        connection instead of holding the exit up."""
+        updates, self._updates = self._updates, None
+        for registry in (updates, self.registry):
+            if registry is not None:
+                registry.close()
 
     @contextmanager
     def updating(self) -> Iterator[Any]:
@@ -99,7 +112,7 @@ class RegistrySource:
         for (key, run_id, sweep_id, job_num, state, job_id, host, created, started, ended, restarts, overrides,
              parent, owner, sweep_name, result, declared) in runs:
             values = summaries.get(key, {})
-            row_metrics = {name: (last, (low if modes[name, declared] == "min" else high))
+            row_metrics = {name: (last, best_of({"min": low, "max": high}, modes[name, declared]))
                            for name, (last, low, high) in values.items()}
             rows.append(RunRow(run_id, sweep_id or "", job_num, state, job_id or "", host or "", created, started, ended,
                                restarts or 0, overrides, owner or "", parent or "", row_metrics, gpu.get(key), result))
@@ -139,12 +152,11 @@ class RegistrySource:
         with self.lock:
             run = self.registry.run(run_id)
             job = self.registry.job_records([run["slurm_job_id"]]).get(run["slurm_job_id"]) if run.get("slurm_job_id") else None
-            sweep = self.registry.conn.execute("SELECT user, backend, launcher FROM sweeps WHERE id = ?",
-                                               (run.get("sweep_id"),)).fetchone()
+            with_sweep = self.registry.run_with_sweep(run_id)
             run["gpu"] = browse.gpu_series(self.registry.conn, run_id)
         run["job"] = job
-        run["owner"] = sweep["user"] if sweep else None
-        run["backend"] = sweep["backend"] if sweep else "local"
+        run["owner"] = with_sweep["owner"]
+        run["backend"] = with_sweep["backend"] or "local"  # a plain-script run has no sweep
         return run
 
     def curves(self, run_ids: list[str], metrics: list[str], max_points: int = 300) -> dict[str, dict[str, list[tuple]]]:
@@ -205,15 +217,6 @@ def log_sizes(paths: dict[str, Optional[str]]) -> dict[str, int]:
         except OSError:
             sizes[stream] = 0
     return sizes
-
-
-def first_stream(state: str, sizes: dict[str, int]) -> str:
-    """The stream a run's Logs tab opens on. stdout is where a program talks to its user, so it comes
-    first; stderr when it is the only stream with anything in it, or when the run failed and stderr has
-    something (that is where the traceback is). A healthy run's stderr is mostly warnings and noise."""
-    if sizes.get("stderr") and (is_failed(state) or not sizes.get("stdout")):
-        return "stderr"
-    return "stdout"
 
 
 class LogTail:

@@ -14,7 +14,7 @@ from slurmml.core.tables import Column
 
 def emit(rows: list[dict], as_json: bool, as_csv: bool, columns: Iterable[Any], title: str = "") -> None:
     """Rows as JSON, CSV (every column) or a table fitted to the terminal (columns: names or tables.Column)."""
-    from slurmml.core.tables import print_table
+    from slurmml.cli.terminal import print_table
 
     columns = list(columns)
     if as_json:
@@ -56,14 +56,20 @@ def open_registry(run_ids: Iterable[str] = ()) -> Any:
     return registry
 
 
-def open_sweeps(sweep: str) -> tuple[Any, list[str]]:
-    """The refreshed registry and the sweeps SWEEP names (slurmml.launcher.sweep_lookup.sweep_ids), after one
-    round of the shared poller for their runs."""
+def refreshed_sweeps(sweep: str) -> tuple[Any, list[str]]:
+    """The refreshed registry and the sweeps SWEEP names (slurmml.launcher.sweep_lookup.sweep_ids), for a view
+    that then polls on its own schedule (`slurmml watch`)."""
     from slurmml.launcher.sweep_lookup import sweep_ids
-    from slurmml.poller.loop import catch_up
 
     registry = _refreshed(sweep)
-    ids = sweep_ids(registry, sweep)
+    return registry, sweep_ids(registry, sweep)
+
+
+def open_sweeps(sweep: str) -> tuple[Any, list[str]]:
+    """refreshed_sweeps, after one round of the shared poller for their runs."""
+    from slurmml.poller.loop import catch_up
+
+    registry, ids = refreshed_sweeps(sweep)
     catch_up(registry, ids)
     return registry, ids
 

@@ -94,7 +94,7 @@ def _number(value) -> str:
 
 def _table(title: str, spec: list, items: list, out) -> None:
     """spec: (tables.Column, the cell of one item) pairs; a narrow terminal hides the higher priorities first."""
-    from slurmml.core.tables import print_table
+    from slurmml.cli.terminal import print_table
 
     print_table([column for column, _ in spec], [{column.key: get(item) for column, get in spec} for item in items],
                 title, out)
@@ -103,7 +103,8 @@ def _table(title: str, spec: list, items: list, out) -> None:
 def print_tables(result) -> None:
     """The report as tables fitted to the terminal (also the end of `slurmml watch`)."""
     from slurmml.core.direction import RESULT
-    from slurmml.core.tables import GLUE, Column, console, print_text
+    from slurmml.cli.terminal import console, print_text
+    from slurmml.core.tables import GLUE, Column
 
     out = console()
     totals = result.totals

@@ -33,7 +33,7 @@ def info(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
-        from slurmml.core.tables import print_fields
+        from slurmml.cli.terminal import print_fields
 
         print_fields(facts.items())
 
@@ -44,7 +44,7 @@ def info(as_json: bool) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 def status(sweep: str, as_json: bool, as_csv: bool) -> None:
     """Where each task of SWEEP (a sweep id or directory) stands, as the shared poller last saw it."""
-    from slurmml.core.tables import print_text
+    from slurmml.cli.terminal import print_text
     from slurmml.core.text import error_line
     from slurmml.launcher.sweep_lookup import counts
 
@@ -102,18 +102,18 @@ def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int
 def show(run_id: str, as_json: bool) -> None:
     """Everything recorded about one run: config, overrides, result, Slurm facts, state history, metric summaries
     (with each metric's best: slurmml.core.direction), logged params."""
-    from slurmml.core.direction import metric_mode
+    from slurmml.core.direction import best_of, metric_mode
 
     run = open_registry(run_ids=[run_id]).run(run_id)
     for name, summary in run["metrics"].items():
-        summary["best"] = summary["min"] if metric_mode(name, run["direction"]) == "min" else summary["max"]
+        summary["best"] = best_of(summary, metric_mode(name, run["direction"]))
     if as_json:
         click.echo(json.dumps(run, indent=2, default=str))
         return
     from rich.pretty import Pretty
 
     from slurmml.core.states import state_path
-    from slurmml.core.tables import console, print_fields
+    from slurmml.cli.terminal import console, print_fields
 
     out = console()
     fields = [(key, run.get(key)) for key in ("id", "sweep_id", "job_num", "state", "exit_code", "result", "error",

@@ -23,7 +23,10 @@ def tui(sweep: str | None, read_only: bool, interval: float, refresh: float) -> 
     from slurmml.tui.source import RegistrySource
 
     source = RegistrySource.open(poll_interval_s=interval)
-    sweep = one_sweep_id(source.registry, sweep) if sweep else None
-    app = SlurmmlApp(source, None if read_only else RunActions(source), read_only=read_only,
-                     refresh_s=max(0.5, refresh), sweep=sweep)
-    app.run()
+    try:
+        sweep = one_sweep_id(source.registry, sweep) if sweep else None
+        app = SlurmmlApp(source, None if read_only else RunActions(source), read_only=read_only,
+                         refresh_s=max(0.5, refresh), sweep=sweep)
+        app.run()
+    finally:
+        source.close()

@@ -31,13 +31,11 @@ def watch(sweep: str, metric: str | None, mode: str | None, interval: float) -> 
     """
     import sys
 
-    from slurmml.launcher.sweep_lookup import sweep_ids
+    from slurmml.cli.output import refreshed_sweeps
     from slurmml.poller.loop import Poller
-    from slurmml.registry.registry import Registry
     from slurmml.report.progress import follow
 
-    registry = Registry(create=False)
-    ids = sweep_ids(registry, sweep)
+    registry, ids = refreshed_sweeps(sweep)  # polled below, on this command's --interval
     display = _Display(" ".join(ids), stderr_is_terminal=sys.stderr.isatty())
     poller = Poller(registry, squeue_interval_s=interval, warn=display.warn)
     try:
@@ -103,7 +101,8 @@ def print_summary(registry: Any, ids: list[str], current: Snapshot, metric: Opti
     """Per-state counts and the best run, then the tables of `slurmml report` for each
     sweep, whose failures by cause say why each run that did not complete ended."""
     from slurmml.cli.report import print_tables
-    from slurmml.core.tables import GLUE, print_text  # wrapped to the terminal, plain text
+    from slurmml.cli.terminal import print_text  # wrapped to the terminal, plain text
+    from slurmml.core.tables import GLUE
     from slurmml.report.collect import build_report
 
     tally = "  ".join(f"{state}{GLUE}{count}" for state, count in sorted(current.states.items()))

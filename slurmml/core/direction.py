@@ -46,6 +46,12 @@ def metric_mode(name: str, declared: Optional[str] = None, mode: Optional[str] =
     return name_direction(name) or declared or "max"
 
 
+def best_of(summary: Mapping[str, Any], mode: str) -> Any:
+    """A metric summary's best value: its "min" when `mode` (metric_mode's answer) is 'min', else its "max";
+    None when the summary lacks it (a run that logged nothing of the metric)."""
+    return summary.get("min") if mode == "min" else summary.get("max")
+
+
 def declared_direction(sweeper: Mapping[str, Any]) -> Optional[str]:
     """The direction an optimizing sweeper's config (`hydra.sweeper`, as plain data) declares, as 'min' or 'max'.
 

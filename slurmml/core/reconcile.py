@@ -23,12 +23,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from slurmml.core.states import NOT_STARTED_STATES, SLURM_FINAL, SLURM_PENDING, SLURM_RUNNING, run_state_of
+from slurmml.core.text import last_line
 
 # A run is a registry.jobs.TrackedRun, a record a slurm.accounting.JobRecord (both from layer 1, passed in).
 Run = Any
 Record = Any
 
-RESULT_GRACE_S = 60.0  # Slurm says COMPLETED: the run's own end record may still be on its way (NFS)
+# Slurm says a job ended, but what the run wrote just before exiting (its end record, its result file) may
+# reach the login node later over a network filesystem: wait this long before deciding it wrote none.
+RESULT_GRACE_S = 60.0
 SACCT_LAG_S = 10.0  # slurmdbd lags the controller by seconds (tests/data/README.md)
 # ended from outside: Slurm knows better than a run that recorded FAILED (or nothing)
 KILLED = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTED"})
@@ -321,8 +324,9 @@ def settle(candidates: Sequence[tuple[Run, Optional[Record]]], fresh: Mapping[st
             if not run.final and view.now - (rec.end or rec.updated or view.now) < result_grace_s:
                 continue  # the run's end record may still be on its way
             reason = f"{reason}; the run recorded no end"
-        if run.final and run.error:
-            reason = f"{reason}\n(the run itself recorded {run.state}: {run.error.strip().splitlines()[-1]})"
+        recorded = last_line(run.error) if run.final else ""
+        if recorded:
+            reason = f"{reason}\n(the run itself recorded {run.state}: {recorded})"
         changes.append(RunChange(run.id, state, (run.state,), error=reason,
                                  exit_code=rec.exit_code if state == "FAILED" else None,
                                  restarts=rec.restarts or None, ended=rec.end))

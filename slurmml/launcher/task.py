@@ -49,6 +49,8 @@ def run_task(batch_dir: Path, index: int) -> Any:
     from hydra.core.utils import JobStatus, run_job
     from omegaconf import open_dict
 
+    from slurmml.tracking import client
+
     payload = batch.load_payload(batch_dir)
     job_num = payload.initial_job_idx + index
     overrides = list(payload.overrides[index])
@@ -58,7 +60,7 @@ def run_task(batch_dir: Path, index: int) -> Any:
         job.num = job_num
     HydraConfig.instance().set_config(config)
     export_torch_environment(os.environ)  # each task of a multi-task step: its rank and the rendezvous
-    writer_owner = os.environ.get("SLURM_PROCID", "0") == "0"  # one writer per spool and result file
+    writer_owner = client.rank() == 0  # one writer per spool and result file
     _export_run(payload, index, config)  # every rank knows its run (slurmml.run.dir: checkpoints to load)
     sampler = _start_tracking(payload, batch_dir, index, config, overrides) if writer_owner else None
     result = run_job(
@@ -164,13 +166,16 @@ def on_time_limit(max_requeues: int, environ: Mapping[str, str]) -> tuple[str, l
 
 def _handle_time_limit_signal(max_requeues: int) -> None:
     import signal
-    import subprocess
+
+    from slurmml.slurm.commands import run_command  # imported now, not inside the signal handler
 
     def handler(signum: int, frame: Any) -> None:
         message, command = on_time_limit(max_requeues, os.environ)
         print(message, file=sys.stderr, flush=True)
         if command:
-            subprocess.run(command, check=False)
+            result = run_command(command, timeout_s=30.0)
+            if not result.ok:  # the job then ends at its time limit, as without a requeue
+                print(f"slurmml: {' '.join(command)} failed: {result.stderr.strip()}", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGUSR2, handler)  # the default action would kill the task early
 

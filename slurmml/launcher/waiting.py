@@ -11,14 +11,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from slurmml.core.reconcile import RESULT_GRACE_S
+from slurmml.core.states import FINAL_STATES
+from slurmml.core.text import last_line
 from slurmml.launcher import batch
 from slurmml.registry import jobs
-from slurmml.core.states import FINAL_STATES
 
 RESULT_CHECK_S = 0.5
-# A task that ended COMPLETED or FAILED (it raised) wrote its result just before exiting; on a network
-# filesystem the file may show up on the login node later than Slurm's word. Other ends write none.
-RESULT_GRACE_S = 60.0
+# A task that ended COMPLETED or FAILED (it raised) wrote its result just before exiting (it may show up
+# late: RESULT_GRACE_S); other ends write none.
 ENDS_WITH_A_RESULT = ("COMPLETED", "FAILED")
 
 
@@ -65,6 +66,6 @@ class BatchWaiter:
                 first_seen = self._ended_without_result.setdefault(index, now)
                 if now - first_seen < RESULT_GRACE_S:
                     continue
-            reason = (run.error or "").strip().splitlines()
+            reason = last_line(run.error)
             self.lost[index] = (f"Slurm job {run.job_id} ended {run.state} without a result"
-                                + (f": {reason[-1]}" if reason else ""))
+                                + (f": {reason}" if reason else ""))

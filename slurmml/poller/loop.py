@@ -134,13 +134,6 @@ class Poller:
         self._quiet_until = float("-inf")  # local: no runs to follow lately, do not look again yet
 
     # -- the schedule ------------------------------------------------------------------------------------
-    def next_call_in(self) -> float:
-        """Seconds until the schedule allows the next Slurm call (0: now)."""
-        now = self.clock()
-        waits = [max(0.0, (m.next_allowed or 0) - now) if m else 0.0
-                 for m in (jobs.mark(self.registry, "squeue"), jobs.mark(self.registry, "sacct"))]
-        return min(waits)
-
     def _allowed(self, call: str, now: float) -> bool:
         seen = jobs.mark(self.registry, call)
         return seen is None or seen.next_allowed is None or now >= seen.next_allowed

@@ -17,6 +17,7 @@ from slurmml.core.direction import RESULT, metric_mode, shared_direction
 from slurmml.core.states import ACTIVE_STATES, FAILED_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
+from slurmml.registry.store import placeholders
 
 RUN_FIELDS = ["id", "sweep_id", "job_num", "state", "slurm_job_id", "host", "exit_code", "error", "started", "ended",
               "restarts", "overrides", "run_dir", "log_path", "result"]
@@ -121,7 +122,7 @@ def leaderboard(conn: sqlite3.Connection, metric: str, mode: Optional[str] = Non
         join = f"JOIN params p ON p.run = r.run AND p.key = (SELECT min(key) FROM params q WHERE q.run = r.run AND {match})"
         args.extend(match_args)
         group_sql = "p.value"
-    failed = ",".join("?" * len(FAILED_STATES))
+    failed = placeholders(len(FAILED_STATES))
     if metric == RESULT:
         value, step, source = "r.result", "NULL", "runs r"
         where = f"r.result IS NOT NULL AND r.state NOT IN ({failed})"
@@ -171,7 +172,7 @@ class RunReads:
 
     def sweeps(self) -> list[dict[str, Any]]:
         """Every sweep with its run counts: completed, failed (every other final state), active (not final)."""
-        failed, active = ",".join("?" * len(FAILED_STATES)), ",".join("?" * len(ACTIVE_STATES))
+        failed, active = placeholders(len(FAILED_STATES)), placeholders(len(ACTIVE_STATES))
         rows = self.conn.execute(
             "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, s.direction, count(r.run) AS runs, "
             "coalesce(sum(r.state = 'COMPLETED'), 0) AS completed, "
@@ -245,11 +246,10 @@ class RunReads:
         by_run = {row["run"]: row for row in rows}
         if not by_run:
             return
-        placeholders = ",".join("?" * len(by_run)) if len(by_run) < 900 else None
         sql = "SELECT s.run, k.name, s.last FROM metric_summary s JOIN metric_keys k USING (key)"
         args: list[Any] = []
-        if placeholders:
-            sql += f" WHERE s.run IN ({placeholders})"
+        if len(by_run) < 900:
+            sql += f" WHERE s.run IN ({placeholders(len(by_run))})"
             args = list(by_run)
         for run, name, last in self.conn.execute(sql, args):
             if run in by_run and (metrics is None or name in metrics) and name not in RUN_FIELDS:

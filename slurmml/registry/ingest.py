@@ -13,10 +13,11 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
+from slurmml.core.config import flatten
 from slurmml.core.states import FINAL_STATES
-from slurmml.registry.store import transaction
+from slurmml.registry.store import placeholders, transaction
 from slurmml.tracking.spool import parse_chunk
 
 READ_LIMIT = 64 * 1024 * 1024  # bytes per run per pass: bounded memory on huge spools
@@ -85,7 +86,7 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
             conn.executemany(
                 "INSERT OR REPLACE INTO params(run, key, value, num, type, logged) VALUES (?, ?, ?, ?, ?, 1)",
                 [(run, k, json.dumps(v), _number(v) if not isinstance(v, str) else None, type(v).__name__)
-                 for k, v in _flatten(record.get("v") or {})],
+                 for k, v in flatten(record.get("v") or {})],
             )
         elif kind == "gpu":
             conn.execute(
@@ -135,14 +136,6 @@ SUMMARY_UPSERT = """
       count = count + excluded.count"""
 
 
-def _flatten(values: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in values.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
     environment = record.get("environment") or {}
     # each start after the first is a restart; Slurm's own count (set in a requeued execution) covers an
@@ -165,7 +158,7 @@ def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
             "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value, num = excluded.num, type = excluded.type "
             "WHERE NOT logged",
             [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
-             for k, v in _flatten(record["config"])],
+             for k, v in flatten(record["config"])],
         )
     _set_state(conn, run, "RUNNING", record.get("t"), "run")
 
@@ -215,7 +208,7 @@ def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None, recent_s: O
         query += " AND r.sweep_id = ?"
         args = (sweep_id,)
     if recent_s is not None:
-        final = ",".join("?" * len(FINAL_STATES))
+        final = placeholders(len(FINAL_STATES))
         query += f" AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ? OR o.offset IS NULL)"
         args = (*args, *FINAL_STATES, time.time() - recent_s)
     keys = _Keys(conn)

@@ -23,10 +23,8 @@ from typing import Any, Iterable, Optional
 
 from slurmml.core.reconcile import RunChange
 from slurmml.core.states import FINAL_STATES, SLURM_FINAL
-from slurmml.registry.store import transaction
+from slurmml.registry.store import chunks, placeholders, transaction
 from slurmml.slurm.accounting import JOB_RECORD_COLUMNS, JobRecord
-
-CHUNK = 500  # bound parameters per statement (SQLite's default limit is 999 on old builds, 32766 on new)
 
 
 @dataclass(frozen=True)
@@ -142,8 +140,8 @@ def tracked_runs(registry: Any, ended_since: float, unaccounted_since: Optional[
     """Runs with a Slurm job that have not ended, or ended at or after `ended_since` (or at an unknown time),
     or ended at or after `unaccounted_since` without sacct's final record in the cache (nobody polled then)
     and without sacct having said it has none (a record with no state)."""
-    final = ",".join("?" * len(FINAL_STATES))
-    slurm_final = ",".join("?" * len(SLURM_FINAL))
+    final = placeholders(len(FINAL_STATES))
+    slurm_final = placeholders(len(SLURM_FINAL))
     rows = registry.conn.execute(
         f"""SELECT {_TRACKED_COLUMNS}
             FROM runs r
@@ -172,18 +170,16 @@ def slurm_run_ids(registry: Any, sweep_ids: Iterable[str]) -> list[str]:
     if not ids:
         return []
     return [row[0] for row in registry.conn.execute(
-        f"SELECT id FROM runs WHERE sweep_id IN ({','.join('?' * len(ids))}) AND slurm_job_id IS NOT NULL", ids)]
+        f"SELECT id FROM runs WHERE sweep_id IN ({placeholders(len(ids))}) AND slurm_job_id IS NOT NULL", ids)]
 
 
 def runs_by_id(registry: Any, run_ids: Iterable[str]) -> dict[str, TrackedRun]:
     """The same rows as tracked_runs, for these run ids (re-read after an ingest)."""
-    ids = list(run_ids)
     found: dict[str, TrackedRun] = {}
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start:start + CHUNK]
+    for part in chunks(run_ids):
         rows = registry.conn.execute(
             f"""SELECT {_TRACKED_COLUMNS}
-                FROM runs r WHERE r.id IN ({','.join('?' * len(part))})""", part).fetchall()
+                FROM runs r WHERE r.id IN ({placeholders(len(part))})""", part).fetchall()
         found.update((row[0], _tracked(row)) for row in rows)
     return found
 
@@ -193,10 +189,9 @@ def cached_records(registry: Any, job_ids: Iterable[str]) -> dict[str, Any]:
     ids = list(dict.fromkeys(job_ids))
     columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
     found = {}
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start:start + CHUNK]
+    for part in chunks(ids):
         for row in registry.conn.execute(
-                f"SELECT {columns} FROM slurm_jobs WHERE job_id IN ({','.join('?' * len(part))})", part):
+                f"SELECT {columns} FROM slurm_jobs WHERE job_id IN ({placeholders(len(part))})", part):
             found[row[0]] = JobRecord(*row)
     return found
 
@@ -209,7 +204,7 @@ class SlurmCache:
     def store_job_records(self, records: Iterable[Any]) -> None:
         """The poller's results: upsert Slurm's view of each job (JobRecord) into the cache every view reads."""
         columns = ", ".join(f'"{c}"' for c in JOB_RECORD_COLUMNS)
-        marks = ", ".join("?" * len(JOB_RECORD_COLUMNS))
+        marks = placeholders(len(JOB_RECORD_COLUMNS))
         with transaction(self.conn) as conn:
             conn.executemany(f"INSERT OR REPLACE INTO slurm_jobs({columns}) VALUES ({marks})",
                              [astuple(r) for r in records])
@@ -241,7 +236,7 @@ def apply_changes(registry: Any, changes: Iterable[RunChange], source: str,
                         exit_code = CASE WHEN ? THEN NULL ELSE coalesce(exit_code, ?) END,
                         restarts = max(coalesce(restarts, 0), coalesce(?, 0)),
                         ended = CASE WHEN ? THEN NULL WHEN ? THEN coalesce(ended, ?) ELSE ended END
-                    WHERE id = ? AND state IN ({','.join('?' * len(change.only_from))})""",
+                    WHERE id = ? AND state IN ({placeholders(len(change.only_from))})""",
                 (change.state, change.reopen, change.error, change.reopen, change.exit_code, change.restarts,
                  change.reopen, final, change.ended if change.ended is not None else when, change.run_id,
                  *change.only_from))

@@ -11,14 +11,14 @@ from typing import Any, Iterable
 
 from slurmml.core.states import FINAL_STATES
 from slurmml.errors import SlurmmlError
-from slurmml.registry.store import transaction
+from slurmml.registry.store import placeholders, transaction
 from slurmml.tracking.secrets import mask_argv, mask_overrides
 
 
 def end_runs(conn: sqlite3.Connection, states: dict[str, tuple[str, str]], source: str) -> None:
     """run id -> (final state, reason), for runs that have not reached a final state of their own."""
     now = time.time()
-    final = ",".join("?" * len(FINAL_STATES))
+    final = placeholders(len(FINAL_STATES))
     with transaction(conn):
         for run_id, (state, reason) in states.items():
             changed = conn.execute(

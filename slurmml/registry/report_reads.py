@@ -9,9 +9,9 @@ a report's inputs. Runs are named by their compact key (`runs.run`), in chunks o
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Optional
 
-from slurmml.registry.jobs import CHUNK
+from slurmml.registry.store import CHUNK, chunks, placeholders
 
 
 def report_runs(conn: Any, sweep: Optional[str] = None, since: Optional[float] = None,
@@ -49,10 +49,10 @@ def gpu_sample_summaries(conn: Any, run_keys: Iterable[int]) -> dict[int, dict[s
     """run key -> count (samples), util (mean %), mem_max and mem_total (MB), gpus (devices seen), for the
     runs that recorded GPU samples."""
     found = {}
-    for part in _chunks(run_keys):
+    for part in chunks(run_keys, CHUNK):
         for run, count, util, mem_max, mem_total, gpus in conn.execute(
                 "SELECT run, count(*), avg(util), max(mem_used), max(mem_total), count(DISTINCT coalesce(uuid, gpu)) "
-                f"FROM system_samples WHERE run IN ({_marks(part)}) GROUP BY run", part):
+                f"FROM system_samples WHERE run IN ({placeholders(len(part))}) GROUP BY run", part):
             found[run] = {"count": count, "util": util, "mem_max": mem_max, "mem_total": mem_total, "gpus": gpus}
     return found
 
@@ -60,10 +60,10 @@ def gpu_sample_summaries(conn: Any, run_keys: Iterable[int]) -> dict[int, dict[s
 def metric_run_counts(conn: Any, run_keys: Iterable[int]) -> dict[str, int]:
     """metric name -> how many of these runs logged it."""
     counts: dict[str, int] = {}
-    for part in _chunks(run_keys):
+    for part in chunks(run_keys, CHUNK):
         for name, count in conn.execute(
                 "SELECT k.name, count(*) FROM metric_summary s JOIN metric_keys k USING (key) "
-                f"WHERE s.run IN ({_marks(part)}) GROUP BY k.name", part):
+                f"WHERE s.run IN ({placeholders(len(part))}) GROUP BY k.name", part):
             counts[name] = counts.get(name, 0) + count
     return counts
 
@@ -71,19 +71,9 @@ def metric_run_counts(conn: Any, run_keys: Iterable[int]) -> dict[str, int]:
 def last_metric_values(conn: Any, run_keys: Iterable[int], metric: str) -> dict[int, float]:
     """run key -> the last value these runs logged of `metric`."""
     found = {}
-    for part in _chunks(run_keys):
+    for part in chunks(run_keys, CHUNK):
         for run, last in conn.execute(
                 "SELECT s.run, s.last FROM metric_summary s JOIN metric_keys k USING (key) "
-                f"WHERE k.name = ? AND s.last IS NOT NULL AND s.run IN ({_marks(part)})", [metric, *part]):
+                f"WHERE k.name = ? AND s.last IS NOT NULL AND s.run IN ({placeholders(len(part))})", [metric, *part]):
             found[run] = last
     return found
-
-
-def _chunks(keys: Iterable[int]) -> Iterator[list[int]]:
-    keys = list(keys)
-    for start in range(0, len(keys), CHUNK):
-        yield keys[start:start + CHUNK]
-
-
-def _marks(part: Sequence[Any]) -> str:
-    return ",".join("?" * len(part))

@@ -1,5 +1,6 @@
 """Open the registry: create it with user-only permissions, migrate it, pick a journal mode the filesystem
-supports; and the one write transaction every registry write goes through."""
+supports; the one write transaction every registry write goes through; and the bound-parameter lists
+(`placeholders`, `chunks`) that reads and writes build their `IN (...)` clauses from."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional, TypeVar
 
 from slurmml.errors import SlurmmlError
 from slurmml.home import slurmml_home
 from slurmml.registry.schema import MIGRATIONS
 
 REGISTRY_FILE = "registry.db"
+# Values bound per statement: SQLite refuses a statement with more bound parameters than its limit (999 on
+# builds before 3.32, 32766 after), so long `IN (...)` lists are sent in chunks of this size.
+CHUNK = 500
 # SQLite's WAL needs shared memory that network filesystems do not provide.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "fuse.sshfs", "ceph", "panfs", "wekafs"}
+T = TypeVar("T")
 
 
 def default_registry_path() -> Path:
@@ -94,3 +99,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def placeholders(count: int) -> str:
+    """`?,?,?` for `count` bound values: the inside of an SQL `IN (...)` list."""
+    return ",".join("?" * count)
+
+
+def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    """`items` in lists of at most `size`, so that no statement binds more values than SQLite allows."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -8,30 +8,28 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterable
 
-
-def _marks(values: list) -> str:
-    return ",".join("?" * len(values))
+from slurmml.registry.store import placeholders
 
 
 def sweeps_launched_into(conn: sqlite3.Connection, folders: Iterable[str]) -> list[str]:
     """Ids of the sweeps recorded with one of these sweep folders, oldest first."""
     folders = list(folders)
     rows = conn.execute(
-        f"SELECT id FROM sweeps WHERE sweep_dir IN ({_marks(folders)}) ORDER BY created", folders)
+        f"SELECT id FROM sweeps WHERE sweep_dir IN ({placeholders(len(folders))}) ORDER BY created", folders)
     return [row[0] for row in rows]
 
 
 def state_counts(conn: sqlite3.Connection, sweep_ids: list[str]) -> dict[str, int]:
     """state -> how many runs of these sweeps are in it."""
     return dict(conn.execute(
-        f"SELECT state, count(*) FROM runs WHERE sweep_id IN ({_marks(sweep_ids)}) GROUP BY state",
+        f"SELECT state, count(*) FROM runs WHERE sweep_id IN ({placeholders(len(sweep_ids))}) GROUP BY state",
         sweep_ids).fetchall())
 
 
 def any_result(conn: sqlite3.Connection, sweep_ids: list[str]) -> bool:
     """Whether a run of these sweeps recorded a result (its task's numeric return value)."""
     return conn.execute(
-        f"SELECT 1 FROM runs WHERE sweep_id IN ({_marks(sweep_ids)}) AND result IS NOT NULL LIMIT 1",
+        f"SELECT 1 FROM runs WHERE sweep_id IN ({placeholders(len(sweep_ids))}) AND result IS NOT NULL LIMIT 1",
         sweep_ids).fetchone() is not None
 
 
@@ -39,4 +37,4 @@ def logged_metrics(conn: sqlite3.Connection, sweep_ids: list[str]) -> dict[str, 
     """metric name -> how many runs of these sweeps logged it."""
     return dict(conn.execute(
         f"SELECT k.name, count(*) FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
-        f"WHERE r.sweep_id IN ({_marks(sweep_ids)}) GROUP BY k.name", sweep_ids).fetchall())
+        f"WHERE r.sweep_id IN ({placeholders(len(sweep_ids))}) GROUP BY k.name", sweep_ids).fetchall())

@@ -1,4 +1,6 @@
-"""The only place that runs Slurm commands: argv in, stdout/stderr/exit code out."""
+"""The one adapter every command with a captured answer goes through (Slurm's, git, a clone's python):
+argv in, stdout/stderr/exit code out. Processes whose output streams elsewhere (local tasks, devcluster.sh)
+are started by their owners."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from slurmml.core.text import last_line, tool_error_lines
 from slurmml.slurm.accounting import JobRecord, expand_array_id, parse_sacct_time
 
 SINFO_PARTITION_FORMAT = "%P|%c|%m|%G|%D|%l|%a"
@@ -116,11 +117,10 @@ def parse_sinfo_partitions(text: str) -> list[Partition]:
 
 def sbatch_error_line(stderr: str) -> str:
     """Why sbatch refused, in one line: its error lines joined (the first often names the culprit)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [re.sub(r"^sbatch:\s*error:\s*", "", line) for line in lines if "error" in line.lower()]
+    errors = tool_error_lines(stderr)
     if errors:
         return "; ".join(dict.fromkeys(errors))
-    return lines[-1] if lines else "sbatch failed without a message"
+    return last_line(stderr) or "sbatch failed without a message"
 
 
 def parse_job_id(sbatch_stdout: str) -> str:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from slurmml.core.config import flatten
 from slurmml.errors import SlurmmlError
 from slurmml.tracking import client
 from slurmml.tracking.spool import SPOOL_ENV
@@ -63,7 +64,7 @@ def save_checkpoint(step: int, *, keep: Optional[int] = 3, folder: Union[str, os
     step = _step(step)
     if keep is not None and keep < 1:
         raise ValueError(f"save_checkpoint: keep must be at least 1 or None, not {keep!r}")
-    if not all_ranks and _rank() != 0:
+    if not all_ranks and client.rank() != 0:
         return None
     run = _run(folder)
     target = Path(folder) if folder is not None else Path(client.run.dir) / FOLDER
@@ -267,7 +268,7 @@ def _restore_rng(states: dict[str, Any]) -> None:
 
 
 def _warn_if_config_differs(found: Checkpoint, config: dict[str, Any]) -> None:
-    saved, current = _flatten(found.config), _flatten(config)
+    saved, current = dict(flatten(found.config, keep_empty=True)), dict(flatten(config, keep_empty=True))
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key, _MISSING) != current.get(key, _MISSING))
     if not differing:
         return
@@ -283,29 +284,10 @@ def _warn_if_config_differs(found: Checkpoint, config: dict[str, Any]) -> None:
 _MISSING = object()
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _run(folder: Union[str, os.PathLike, None]) -> Any:
     """The current run, whose id and config go with a checkpoint. With an explicit folder outside slurmml,
     none: asking for one would start a local run just to record its empty config."""
     return client.run if folder is None or os.environ.get(SPOOL_ENV) else None
-
-
-def _rank() -> int:
-    for name in ("RANK", "SLURM_PROCID"):  # torchrun's global rank first: under one srun task every process has PROCID 0
-        value = os.environ.get(name, "")
-        if value.strip().isdigit():
-            return int(value)
-    return 0
 
 
 def _step(step: Any) -> int:

@@ -130,6 +130,16 @@ class _OtherRank:
         pass
 
 
+def rank(environ: Mapping[str, str] = os.environ) -> int:
+    """This process's global rank (RANK, else SLURM_PROCID, else 0): only rank 0 writes a run's spool, result
+    and checkpoints. RANK wins because under torchrun every process of one Slurm task has SLURM_PROCID 0."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = environ.get(name, "")
+        if value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def current_writer() -> SpoolWriter:
     """The writer of the current run: the job's spool (SLURMML_SPOOL); nothing on a job's other ranks (the
     wrapper gives them the run's id and folder, not its spool); else a new local run."""

@@ -54,11 +54,6 @@ class Nvml:
             return False
         return True
 
-    def shutdown(self) -> None:
-        if self._initialised:
-            self._call("nvmlShutdown")
-            self._initialised = None
-
     def _call(self, function: str, *args: Any) -> Any:
         try:
             return getattr(self._module, function)(*args)

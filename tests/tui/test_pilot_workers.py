@@ -29,7 +29,8 @@ from slurmml.tui.actions import RunActions
 from slurmml.tui.app import SlurmmlApp
 from slurmml.tui.dialogs import CloneScreen, ConfirmScreen
 from slurmml.tui.runs_screen import RunsScreen
-from slurmml.tui.source import RegistrySource, first_stream
+from slurmml.tui.model import first_stream
+from slurmml.tui.source import RegistrySource
 
 SIZE = (120, 40)
 BOOM = "boom [/x] [bold]"  # markup that would crash (an unmatched closing tag) and vanish (a style tag)
@@ -192,7 +193,8 @@ async def clone_it(pilot: Any) -> None:
 @pytest.mark.parametrize("failing, go, note", [
     ("run_detail", open_run, f"loading the run failed: RuntimeError: run_detail broke: {BOOM}"),
     ("configs", mark_two_and_compare, f"comparing runs failed: RuntimeError: configs broke: {BOOM}"),
-    ("leaderboard", lambda pilot: pilot.press("l"), f"ranking failed: RuntimeError: leaderboard broke: {BOOM}"),
+    ("leaderboard", lambda pilot: pilot.press("l"),
+     f"loading the leaderboard failed: RuntimeError: leaderboard broke: {BOOM}"),
     ("clone", clone_it, f"clone failed: RuntimeError: clone broke: {BOOM}"),
     ("refresh", lambda pilot: pilot.press("f5"), f"refresh failed: RuntimeError: refresh broke: {BOOM}"),
 ], ids=["detail", "compare", "leaderboard", "clone", "refresh"])
@@ -424,7 +426,7 @@ def test_a_result_that_fails_to_show_is_a_notification_and_the_app_goes_on(fixed
             await settle(pilot)
             assert app.is_running
             assert [n for n in notes(app) if n[0] == "error"] == [
-                ("error", f"ranking failed: RuntimeError: drawing broke: {BOOM}")]
+                ("error", f"loading the leaderboard failed: RuntimeError: drawing broke: {BOOM}")]
 
     run_async(scenario())
 

@@ -7,6 +7,7 @@ squeue's 30 s timeout.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -65,3 +66,33 @@ def test_the_poller_may_not_share_the_views_connection(fixed_registry: Path) -> 
     registry = Registry(fixed_registry)
     with pytest.raises(ValueError, match="its own registry connection"):
         RegistrySource(registry, poller=Poller(registry, warn=lambda message: None))
+
+
+def test_close_closes_both_connections_and_may_be_called_twice(fixed_registry: Path) -> None:
+    source = RegistrySource.open(fixed_registry)
+    views, updates = source.registry.conn, source.poller.registry.conn
+    source.close()
+    source.close()
+    for conn in (views, updates):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+
+
+def test_open_closes_the_first_connection_when_the_second_fails(fixed_registry: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import slurmml.registry.registry as registry_module
+
+    opened: list[Registry] = []
+
+    class SecondFails(Registry):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if opened:
+                raise OSError("no second connection")
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(registry_module, "Registry", SecondFails)
+    with pytest.raises(OSError, match="no second connection"):
+        RegistrySource.open(fixed_registry)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].conn.execute("SELECT 1")

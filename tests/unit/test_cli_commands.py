@@ -1,7 +1,9 @@
-"""`slurmml info`, `sweeps`, `runs`, `show` and `status` on a real registry: what they print and how they exit.
+"""`slurmml info`, `sweeps`, `runs`, `show`, `status` and `tui` on a real registry, and `slurmml cluster`:
+what they print and how they exit.
 
 The registry is filled as jobs fill it (Registry.add_sweep, mark_queued, spools that Registry.ingest reads);
 the shared poller's schedule is claimed first, so no command asks Slurm and every state stays as recorded.
+`tui` records the app it would start; `cluster` records the script it would run.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def test_without_a_registry_listings_say_so_and_no_sweep_is_found(tmp_path: Path
     assert refused("sweeps") == f"slurmml: no registry at {tmp_path / 'empty' / 'registry.db'} (nothing has been " \
                                 f"launched with this SLURMML_HOME yet)\n"
     unknown = f"slurmml: no sweep 's1': not a sweep directory, and no sweep with that id in {tmp_path / 'empty'}\n"
-    assert refused("status", "s1") == refused("runs", "--sweep", "s1") == unknown
+    assert refused("status", "s1") == refused("runs", "--sweep", "s1") == refused("watch", "s1") == unknown
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
@@ -220,3 +222,75 @@ def test_a_folder_holding_two_sweeps_shows_both_in_status_and_is_refused_for_one
     assert {t["sweep_id"] for t in json.loads(ok("status", str(home.parent / "grid"), "--json"))} == {"s1", "s3"}
     assert refused("runs", "--sweep", str(home.parent / "grid")) == \
         f"slurmml: {home.parent / 'grid'} holds 2 sweeps (s1, s3): give one of their ids\n"
+
+
+# -- tui -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def started_apps(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Each SlurmmlApp `slurmml tui` starts, recorded instead of taking over the terminal."""
+    from slurmml.tui.app import SlurmmlApp
+
+    apps: list = []
+    monkeypatch.setattr(SlurmmlApp, "run", lambda app, *args, **kwargs: apps.append(app))
+    return apps
+
+
+def test_tui_starts_the_app_with_its_filter_mode_and_intervals(home: Path, started_apps: list) -> None:
+    assert ok("tui") == ""
+    app = started_apps.pop()
+    assert app.initial_filter == "" and not app.read_only and app.actions is not None
+    assert app.refresh_s == 2.0 and app.source.poller.squeue_interval_s == 10.0
+    assert ok("tui", "--sweep", "s1", "--read-only", "--interval", "30", "--refresh", "4") == ""
+    app = started_apps.pop()
+    assert app.initial_filter == "sweep_id=s1" and app.read_only and app.actions is None
+    assert app.refresh_s == 4.0 and app.source.poller.squeue_interval_s == 30.0
+    ok("tui", "--sweep", str(home.parent / "seeds"))  # a sweep folder names its sweep
+    assert started_apps.pop().initial_filter == "sweep_id=s2"
+
+
+def test_tui_raises_too_short_intervals_to_their_minimum(home: Path, started_apps: list) -> None:
+    from slurmml.poller.loop import MIN_SQUEUE_INTERVAL_S
+
+    ok("tui", "--interval", "1", "--refresh", "0.1")
+    app = started_apps.pop()
+    assert app.source.poller.squeue_interval_s == MIN_SQUEUE_INTERVAL_S and app.refresh_s == 0.5
+
+
+def test_tui_of_an_unknown_sweep_is_one_line_and_starts_nothing(home: Path, started_apps: list) -> None:
+    assert refused("tui", "--sweep", "nope") == \
+        f"slurmml: no sweep 'nope': not a sweep directory, and no sweep with that id in {home}\n"
+    assert started_apps == []
+
+
+# -- cluster -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def script_calls(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The command lines slurmml.devcluster would run, each answered with the exit code at the list's end."""
+    from slurmml import devcluster
+
+    calls: list = [0]
+
+    def call(argv: list[str]) -> int:
+        calls.insert(-1, argv)
+        return calls[-1]
+
+    monkeypatch.setattr(devcluster.subprocess, "call", call)
+    return calls
+
+
+@pytest.mark.parametrize("action", ["up", "down", "status"])
+def test_cluster_runs_the_devcluster_script_with_its_action(action: str, script_calls: list) -> None:
+    from slurmml import devcluster
+
+    assert devcluster.SCRIPT.is_file()
+    assert invoke("cluster", action).exit_code == 0
+    assert script_calls[:-1] == [["bash", str(devcluster.SCRIPT), action]]
+
+
+def test_cluster_exits_with_the_scripts_exit_code_and_no_traceback(script_calls: list) -> None:
+    script_calls[-1] = 3  # e.g. `status` when a daemon is down
+    result = invoke("cluster", "status")
+    assert result.exit_code == 3 and isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output

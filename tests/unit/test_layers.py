@@ -23,7 +23,7 @@ LAYERS = {
 }
 # decisions, parsing, rendering and view models: what they need comes in as data
 PURE = ("slurmml.core", "slurmml.slurm.parse", "slurmml.slurm.accounting", "slurmml.tui.model")
-IO = {"sqlite3", "subprocess", "socket", "shutil", "textual", "pynvml", "boto3", "slurmml.slurm.commands",
+IO = {"sqlite3", "subprocess", "socket", "shutil", "textual", "rich.console", "pynvml", "boto3", "slurmml.slurm.commands",
       "slurmml.registry", "slurmml.tracking"}
 # folders installed under another name (pyproject.toml [tool.setuptools.package-dir])
 SOURCE_FOLDERS = {"slurmml": "slurmml", "tui": "slurmml.tui", "hydra_plugins": "hydra_plugins"}

@@ -38,9 +38,6 @@ class FakePynvml:
         if self.init_error:
             raise self.init_error
 
-    def nvmlShutdown(self) -> None:
-        pass
-
     def nvmlDeviceGetCount(self) -> int:
         return len(self.devices)
 
