@@ -82,6 +82,12 @@ def earlier_execution(first: Record, then: Record) -> bool:
     return first.submit is not None and then.submit is not None and first.submit < then.submit
 
 
+def in_last_squeue(rec: Optional[Record], last_squeue: Optional[float]) -> bool:
+    """Whether the squeue that started at `last_squeue` listed the job: its cached record is that squeue's."""
+    return (rec is not None and rec.source == "squeue" and last_squeue is not None
+            and (rec.updated or 0) >= last_squeue)
+
+
 def merge_squeue(old: Optional[Record], new: Record) -> Record:
     """What the cache keeps of a job squeue lists: squeue's state, reason and submit time, with what sacct knew
     of the same execution (times, limits, resources); the restart count never goes down."""
@@ -102,8 +108,7 @@ def merge_sacct(old: Optional[Record], new: Record, active: bool, listed_since: 
     """
     if old is not None and old.source == "squeue" and earlier_execution(new, old):
         return None  # sacct (lagging) still describes the execution a requeue ended: squeue has seen the next
-    if (new.state in SLURM_FINAL and active and listed_since is not None and old is not None
-            and old.source == "squeue" and (old.updated or 0) >= listed_since):
+    if new.state in SLURM_FINAL and active and in_last_squeue(old, listed_since):
         # the last squeue still listed the job and its run recorded no end: the queue is newer than the
         # accounting database, and right after a requeue sacct calls the killed execution FAILED with
         # the Submit squeue still shows (COMPLETING, RestartCnt 1). The final word counts once a squeue
@@ -134,8 +139,8 @@ def sacct_targets(runs: Sequence[Run], cached: Mapping[str, Record], last_squeue
             continue
         if last_squeue is None:
             continue  # an active run has left the queue only if a squeue has not listed it
-        if rec is not None and rec.source == "squeue" and (rec.updated or 0) >= last_squeue:
-            continue  # in the last squeue
+        if in_last_squeue(rec, last_squeue):
+            continue
         queued = run.queued_at if run.queued_at is not None else run.created
         if rec is None and (queued is None or queued >= last_squeue):
             continue  # queued after the last squeue started: not missed by it
@@ -279,8 +284,7 @@ def plan(runs: Sequence[Run], view: SlurmView, lost_grace_s: float) -> Plan:
     settle: list[tuple[Run, Optional[Record]]] = []
     for run in runs:
         rec = view.cached.get(run.job_id)
-        current = (rec is not None and rec.source == "squeue" and view.last_squeue is not None
-                   and (rec.updated or 0) >= view.last_squeue)
+        current = in_last_squeue(rec, view.last_squeue)
         if rec is not None and rec.state in SLURM_FINAL:
             if run.final and (not slurm_knows_better(run, rec)
                               or slurm_outcome(rec, view.memory_kills.get(run.id))[0] == run.state):
