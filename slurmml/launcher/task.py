@@ -61,8 +61,8 @@ def run_task(batch_dir: Path, index: int) -> Any:
     HydraConfig.instance().set_config(config)
     export_torch_environment(os.environ)  # each task of a multi-task step: its rank and the rendezvous
     writer_owner = client.rank() == 0  # one writer per spool and result file
-    _export_run(payload, index, config)  # every rank knows its run (slurmml.run.dir: checkpoints to load)
-    sampler = _start_tracking(payload, batch_dir, index, config, overrides) if writer_owner else None
+    run_id, run_dir = _export_run(payload, index, config)  # every rank knows its run (checkpoints to load)
+    sampler = _start_tracking(payload, batch_dir, index, run_id, run_dir, config, overrides) if writer_owner else None
     result = run_job(
         hydra_context=payload.hydra_context,
         task_function=payload.task_function,
@@ -84,26 +84,27 @@ def _run_dir(config: Any) -> Path:
     return (Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
 
 
-def _export_run(payload: batch.Payload, index: int, config: Any) -> None:
+def _export_run(payload: batch.Payload, index: int, config: Any) -> tuple[str, Path]:
+    """The run's id and folder, also in the environment, where the in-job client of every rank finds them."""
     from slurmml.launcher.recording import run_id
     from slurmml.tracking import client
     from slurmml.tracking.spool import RUN_ID_ENV
 
-    os.environ[RUN_ID_ENV] = run_id(payload.sweep_id, payload.initial_job_idx + index)
-    os.environ[client.RUN_DIR_ENV] = str(_run_dir(config))
+    ids = run_id(payload.sweep_id, payload.initial_job_idx + index), _run_dir(config)
+    os.environ[RUN_ID_ENV], os.environ[client.RUN_DIR_ENV] = ids[0], str(ids[1])
+    return ids
 
 
-def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, config: Any, overrides: list[str]) -> Any:
+def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, run_id: str, run_dir: Path, config: Any,
+                    overrides: list[str]) -> Any:
     """Open the run's spool (its only writer), record how it starts, and sample its GPUs."""
     from omegaconf import OmegaConf
 
-    from slurmml.launcher.recording import run_id, spool_path
+    from slurmml.launcher.recording import spool_path
     from slurmml.tracking import client
     from slurmml.tracking.gpu import GpuSampler
     from slurmml.tracking.spool import SPOOL_ENV
 
-    job_num = payload.initial_job_idx + index
-    run_dir = _run_dir(config)
     task_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     try:
         resolved = OmegaConf.to_container(task_config, resolve=True)
@@ -111,7 +112,7 @@ def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, config:
         resolved = OmegaConf.to_container(task_config, resolve=False)
     spool = spool_path(batch_dir, index)
     os.environ[SPOOL_ENV] = str(spool)
-    client.start_run(spool, run_id(payload.sweep_id, job_num), run_dir, resolved, overrides)
+    client.start_run(spool, run_id, run_dir, resolved, overrides)
     return GpuSampler(client.current_writer(), interval_s=payload.gpu_sample_interval_s).start()
 
 
