@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _TRACKING = {"log", "log_params", "log_artifact", "run"}
 _CHECKPOINTS = {"save_checkpoint", "load_checkpoint"}
 _DISTRIBUTED = {"init_distributed"}
+_REQUEUE = {"checkpoint_point", "stop_requested", "requeue_after_save", "Requeued"}
 
 
 def __getattr__(name: str):
@@ -19,6 +20,8 @@ def __getattr__(name: str):
         from slurmml.tracking import checkpoint as module
     elif name in _DISTRIBUTED:
         from slurmml.tracking import distributed as module
+    elif name in _REQUEUE:
+        from slurmml.tracking import requeue as module
     else:
         raise AttributeError(f"module 'slurmml' has no attribute {name!r}")
     value = globals()[name] = getattr(module, name)  # later lookups skip this function

@@ -71,6 +71,17 @@ def history_table(run: dict[str, Any]) -> Table:
     return table
 
 
+def executions_table(run: dict[str, Any]) -> Table:
+    """Each execution of a requeued or resubmitted run: where it ran, how it ended, what it saved and resumed."""
+    table = Table("#", "job", "node", "state", "why", "saved", "from", "elapsed", box=None, padding=(0, 1),
+                  header_style="bold")
+    for e in run.get("executions") or []:
+        table.add_row(str(e["number"]), Text(e["job_id"] or ""), Text(e["host"] or ""), Text(e["state"] or ""),
+                      Text(e["reason"] or ""), "" if e["checkpoint_step"] is None else str(e["checkpoint_step"]),
+                      "" if e["resumed_from"] is None else str(e["resumed_from"]), format_duration(e["elapsed_s"]))
+    return table
+
+
 def config_text(config: Optional[dict[str, Any]]) -> str:
     if not config:
         return "(not recorded yet: the run has not started)"
@@ -130,6 +141,8 @@ class RunDetailScreen(Screen):
                             yield Static(id="overrides", markup=False)
                             yield Label("State history", classes="section")
                             yield Static(id="history", markup=False)
+                            yield Label("Executions", id="executions-label", classes="section")
+                            yield Static(id="executions", markup=False)
                         with Vertical(id="config-column"):
                             yield Label("Resolved config", classes="section")
                             yield Static(id="config", markup=False)
@@ -172,6 +185,9 @@ class RunDetailScreen(Screen):
         self.query_one("#facts", Static).update(facts_table(run))
         self.query_one("#overrides", Static).update(" ".join(run.get("overrides") or []) or "(none)")
         self.query_one("#history", Static).update(history_table(run))
+        several = len(run.get("executions") or []) > 1  # a run that ran once has nothing to add here
+        self.query_one("#executions", Static).update(executions_table(run) if several else "")
+        self.query_one("#executions-label", Label).display = self.query_one("#executions", Static).display = several
         self.query_one("#config", Static).update(config_text(run.get("config")))
         self._show_plots(run, curves)
         self._show_gpu(run["gpu"])

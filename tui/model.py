@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from slurmml.core.states import ACTIVE_STATES, FINAL_STATES, is_failed
+from slurmml.core.tables import compact_duration as format_duration  # one format for the CLI and the TUI
 
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")
@@ -99,17 +100,6 @@ def format_number(value: Optional[float]) -> str:
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:.4g}"
     return f"{value:.2e}"
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    if seconds < 3600:
-        return f"{seconds // 60}:{seconds % 60:02d}"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 def format_age(seconds: Optional[float]) -> str:

@@ -96,6 +96,19 @@ def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int
     emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *(Column(m, priority=1 if m == sorted_by else 4) for m in metrics)])
 
 
+EXECUTION_COLUMNS = [Column("number", "#"), Column("job_id", "job", priority=2), Column("host", priority=3),
+                     "state", Column("reason", "why", priority=1), Column("checkpoint_step", "saved", priority=2),
+                     Column("resumed_from", "from", priority=2), Column("elapsed", priority=1),
+                     Column("repeated_steps", "redone", priority=3), Column("gpu_hours", "GPU-h", priority=3)]
+
+
+def execution_row(execution: dict) -> dict:
+    """One execution as `show` prints it: its span as a duration."""
+    from slurmml.core.tables import compact_duration
+
+    return {**execution, "elapsed": compact_duration(execution.get("elapsed_s"))}
+
+
 @click.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -125,6 +138,8 @@ def show(run_id: str, as_json: bool) -> None:
         emit([{"metric": name, **summary} for name, summary in run["metrics"].items()], False, False,
              ["metric", "last", Column("best", priority=1), Column("last_step", "step", priority=2),
               Column("min", priority=2), Column("max", priority=2), Column("count", priority=3)], "metrics")
+    if len(run["executions"]) > 1 or any(e["superseded"] for e in run["executions"]):
+        emit([execution_row(e) for e in run["executions"]], False, False, EXECUTION_COLUMNS, "executions")
     if run["params"]:
         emit([{"param": key, "value": value if isinstance(value, str) else json.dumps(value)}
               for key, value in run["params"].items()], False, False, ["param", Column("value", wrap=True)], "params")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 GAP = 2  # columns are two spaces apart (the compact style below)
 WRAP_MIN = 16  # the narrowest a free-text column gets...
@@ -101,3 +101,15 @@ def numeric_column(cells: Iterable[str]) -> bool:
 
 
 GLUE = "\u00a0"  # between two words that print_text keeps on one line: "TIMEOUT 1", never "TIMEOUT" / "1"
+
+
+def compact_duration(seconds: Optional[float]) -> str:
+    """`4:05`, `2h07m`, `3d04h`: a duration in a table cell (CLI and TUI); empty when unknown."""
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}:{seconds % 60:02d}"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

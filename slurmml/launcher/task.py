@@ -10,17 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, MutableMapping, Optional
 
+from slurmml.core.job_env import job_id_from_environment
 from slurmml.launcher import batch
 from slurmml.tracking.distributed import export_torch_environment
-
-
-def job_id_from_environment(environ: Mapping[str, str], default: str) -> str:
-    array_job = environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job:
-        return f"{array_job}_{environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-    return environ.get("SLURM_JOB_ID", default)
 
 
 def task_arguments(batch_dir: Path, *, index: Optional[int] = None, offset: Optional[int] = None) -> list[str]:
@@ -63,13 +57,18 @@ def run_task(batch_dir: Path, index: int) -> Any:
     writer_owner = client.rank() == 0  # one writer per spool and result file
     run_id, run_dir = _export_run(payload, index, config)  # every rank knows its run (checkpoints to load)
     sampler = _start_tracking(payload, batch_dir, index, run_id, run_dir, config, overrides) if writer_owner else None
-    result = run_job(
-        hydra_context=payload.hydra_context,
-        task_function=payload.task_function,
-        config=config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    try:
+        result = run_job(
+            hydra_context=payload.hydra_context,
+            task_function=payload.task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    except SystemExit as exit:  # Requeued (exit code 0), or the task's own sys.exit: the run ends as the process
+        if writer_owner:
+            _end_tracking(sampler, None, exit)
+        raise
     if writer_owner:
         _end_tracking(sampler, result)
         batch.write_result(batch_dir, index, result)
@@ -116,7 +115,7 @@ def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, run_id:
     return GpuSampler(client.current_writer(), interval_s=payload.gpu_sample_interval_s).start()
 
 
-def _end_tracking(sampler: Any, result: Any) -> None:
+def _end_tracking(sampler: Any, result: Any, exit: Optional[SystemExit] = None) -> None:
     import traceback
 
     from hydra.core.utils import JobStatus
@@ -125,7 +124,10 @@ def _end_tracking(sampler: Any, result: Any) -> None:
 
     if sampler is not None:
         sampler.stop()
-    if result.status == JobStatus.COMPLETED:
+    if exit is not None:  # after a requeue record end_run writes nothing
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        client.end_run("COMPLETED" if code == 0 else "FAILED", code, None if code == 0 else f"sys.exit({exit.code!r})")
+    elif result.status == JobStatus.COMPLETED:
         client.end_run("COMPLETED", 0, result=numeric_result(result.return_value))
     else:
         error = result._return_value
@@ -155,35 +157,20 @@ def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[P
     raise SystemExit("usage: python -m slurmml.launcher.task BATCH_DIR (INDEX | --offset N)")
 
 
-def on_time_limit(max_requeues: int, environ: Mapping[str, str]) -> tuple[str, list[str] | None]:
-    """What to do when Slurm warns (USR2) that the time limit is near: a message, and a requeue command or None."""
-    restarts = int(environ.get("SLURM_RESTART_COUNT", "0"))
-    job_id = job_id_from_environment(environ, default="")
-    if restarts < max_requeues and job_id:
-        return (f"slurmml: time limit near; requeueing {job_id} (restart {restarts + 1} of {max_requeues})",
-                ["scontrol", "requeue", job_id])
-    return f"slurmml: time limit near; no requeue left (max_num_timeout={max_requeues})", None
+def export_requeue_settings(payload: batch.Payload, environ: MutableMapping[str, str]) -> None:
+    """What every rank's warning handler reads (tracking/requeue.py): max_num_timeout and the warning's lead."""
+    from slurmml.tracking.requeue import MAX_NUM_TIMEOUT_ENV, SIGNAL_DELAY_ENV
 
-
-def _handle_time_limit_signal(max_requeues: int) -> None:
-    import signal
-
-    from slurmml.slurm.commands import run_command  # imported now, not inside the signal handler
-
-    def handler(signum: int, frame: Any) -> None:
-        message, command = on_time_limit(max_requeues, os.environ)
-        print(message, file=sys.stderr, flush=True)
-        if command:
-            result = run_command(command, timeout_s=30.0)
-            if not result.ok:  # the job then ends at its time limit, as without a requeue
-                print(f"slurmml: {' '.join(command)} failed: {result.stderr.strip()}", file=sys.stderr, flush=True)
-
-    signal.signal(signal.SIGUSR2, handler)  # the default action would kill the task early
+    environ[MAX_NUM_TIMEOUT_ENV] = str(payload.max_requeues)
+    environ[SIGNAL_DELAY_ENV] = str((payload.launcher or {}).get("signal_delay_s") or 120)
 
 
 def main(argv: list[str]) -> int:
+    from slurmml.tracking import requeue
+
     batch_dir, index = index_from_arguments(argv, os.environ)
-    _handle_time_limit_signal(batch.load_payload(batch_dir).max_requeues)
+    export_requeue_settings(batch.load_payload(batch_dir), os.environ)
+    requeue.install()  # before the task's imports: Slurm's warning signal must never kill it
     run_task(batch_dir, index)
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 from slurmml.core.direction import RESULT, metric_mode, shared_direction
 from slurmml.core.states import ACTIVE_STATES, FAILED_STATES
 from slurmml.errors import SlurmmlError
+from slurmml.registry import executions
 from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
 from slurmml.registry.store import placeholders
 
@@ -275,6 +276,7 @@ class RunReads:
         run["artifacts"] = [dict(r) for r in self.conn.execute(
             "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
         run["params"] = self._logged_params(key)
+        run["executions"] = executions.of_run(self.conn, run_id)
         run["direction"] = self.sweep_direction(run["sweep_id"]) if run["sweep_id"] else None
         return run
 

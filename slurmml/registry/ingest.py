@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from slurmml.core.config import flatten
 from slurmml.core.states import FINAL_STATES
+from slurmml.registry import executions
 from slurmml.registry.store import placeholders, transaction
 from slurmml.tracking.spool import parse_chunk
 
@@ -67,6 +68,8 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
     add = points.append
     known = keys.ids
     latest: dict[int, tuple] = {}  # key -> (value, step) of the highest step seen
+    stored = 0
+    when = None
     for record in records:
         kind = record.get("k")
         when = record.get("t")
@@ -101,10 +104,28 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
             _on_start(conn, run, record)
         elif kind == "end":
             result = record.get("result")  # the task's numeric return value, when it had one
-            _set_state(conn, run, record.get("state") or "COMPLETED", when, "run",
+            state = record.get("state") or "COMPLETED"
+            _set_state(conn, run, state, when, "run",
                        exit_code=record.get("exit_code"), error=record.get("error"), ended=when,
                        max_rss_mb=record.get("max_rss_mb") if _is_number(record.get("max_rss_mb")) else None,
                        **({"result": result} if _is_number(result) else {}))
+            executions.on_end(conn, run, state, when)
+        elif kind == "resume":  # the points before it are stored first: only they can be superseded
+            stored += _store_points(conn, run, points, latest)
+            points, latest = [], {}
+            add = points.append
+            executions.on_resume(conn, run, record.get("step"))
+        elif kind == "requeue":
+            executions.on_requeue(conn, run, record)
+            _set_state(conn, run, "QUEUED", when, f"requeue ({record.get('reason') or 'signal'})")
+        elif kind == "requeue_refused":
+            executions.on_requeue_refused(conn, run)
+            _set_state(conn, run, "RUNNING", when, "requeue refused")
+    executions.seen(conn, run, when if _is_number(when) else None)
+    return stored + _store_points(conn, run, points, latest)
+
+
+def _store_points(conn: sqlite3.Connection, run: int, points: list[tuple], latest: dict[int, tuple]) -> int:
     if points:
         conn.executemany("INSERT INTO metrics(run, key, step, value, time) VALUES (?, ?, ?, ?, ?)", points)
         conn.executemany(SUMMARY_UPSERT, _summaries(run, points, latest))
@@ -160,6 +181,7 @@ def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
             [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
              for k, v in flatten(record["config"])],
         )
+    executions.on_start(conn, run, record, environment.get("slurm") or {})
     _set_state(conn, run, "RUNNING", record.get("t"), "run")
 
 

@@ -99,4 +99,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE params ADD COLUMN logged INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: one run across its executions (a requeue or a resubmission starts the next), and the points a resumed
+    # execution superseded (logged after the step it resumed from), kept apart so each step has one value
+    """
+    CREATE TABLE executions (
+        run INTEGER, number INTEGER,   -- 0, then SLURM_RESTART_COUNT or one more than the last
+        job_id TEXT, host TEXT,
+        started REAL, ended REAL,      -- from the run's own records: start, then requeue or end (else its last record)
+        state TEXT,                    -- RUNNING, REQUEUED, or how the run ended (COMPLETED, FAILED, ...)
+        reason TEXT,                   -- why it was requeued: TIMEOUT, PREEMPTED, SIGNAL
+        checkpoint_step INTEGER,       -- the step saved before the requeue
+        resumed_from INTEGER,          -- the step of the checkpoint it continued from
+        superseded INTEGER NOT NULL DEFAULT 0,  -- earlier executions' points it superseded
+        repeated_steps INTEGER NOT NULL DEFAULT 0,  -- steps trained again: earlier executions' last step - resumed_from
+        lost_s REAL NOT NULL DEFAULT 0,  -- seconds spanned by the superseded points: training done twice
+        PRIMARY KEY (run, number)
+    ) WITHOUT ROWID;
+    CREATE TABLE superseded_metrics (run INTEGER, key INTEGER, step INTEGER, value REAL, time REAL, execution INTEGER);
+    CREATE INDEX superseded_metrics_run ON superseded_metrics(run, key, step);
+    """,
 ]

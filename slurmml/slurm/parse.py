@@ -167,3 +167,16 @@ def memory_kill_line(log_tail: str) -> Optional[str]:
         if any(words in line.lower() for words in MEMORY_KILL_WORDS):
             return line.strip()
     return None
+
+
+SCONTROL_JOB_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w:/]*)=(\S*)")
+
+
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """`scontrol show job ID` (`JobId=7 JobName=x ... PreemptTime=None ...`, several lines) as its fields; for an
+    array job's several records, the first one. Values with spaces (Command=, WorkDir=) keep their first word."""
+    fields: dict[str, str] = {}
+    for record in text.strip().split("\n\n")[:1]:
+        for match in SCONTROL_JOB_FIELD.finditer(record):
+            fields.setdefault(match.group(1), match.group(2))
+    return fields

@@ -110,6 +110,8 @@ def load_checkpoint(*, folder: Union[str, os.PathLike, None] = None, map_locatio
         obj.load_state_dict(payload["objects"][name])
     if restore_rng:
         _restore_rng(payload["rng"])
+    if run is not None and client.rank() == 0:
+        client.record_resume(found.step, str(found.path))  # later steps logged before the requeue are superseded
     return found
 
 

@@ -44,6 +44,7 @@ class RunInfo:
 
 _writer: Optional[SpoolWriter] = None
 _info: Optional[RunInfo] = None
+_requeue_pending = False  # a `requeue` record ended this execution: the run goes on in the next one
 _lock = threading.Lock()
 _time = time.time
 
@@ -97,6 +98,10 @@ class _Run:
     @property
     def dir(self) -> Path:
         return _current_info().dir
+
+    @property
+    def spool(self) -> Path:
+        return _current_info().spool
 
     @property
     def config(self) -> dict[str, Any]:
@@ -186,9 +191,13 @@ def start_run(
 def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optional[str] = None,
             result: Optional[float] = None) -> None:
     """Write the current run's `end` record (with the task's numeric `result`, if any) and flush.
+    After a requeue record nothing is written: the run has not ended, its next execution goes on.
     Later records still reach the same spool."""
     writer = _writer
     if writer is None:
+        return
+    if _requeue_pending:
+        writer.close()
         return
     if error is not None and len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS // 2] + "\n[...]\n" + error[-MAX_ERROR_CHARS // 2:]
@@ -198,6 +207,31 @@ def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optio
         record["result"] = result
     writer.write(record)
     writer.close()
+
+
+def record_requeue(reason: str, step: Optional[int], checkpoint: Optional[str]) -> None:
+    """This execution ends in a requeue (tracking/requeue.py), written and flushed before `scontrol requeue`
+    runs: Slurm's TERM may follow at once."""
+    global _requeue_pending
+    writer = _writer or current_writer()
+    writer.write({"k": "requeue", "t": _time(), "reason": reason, "step": step, "checkpoint": checkpoint})
+    writer.flush()
+    _requeue_pending = True
+
+
+def record_requeue_refused(reason: str, problem: str) -> None:
+    """Slurm refused the requeue just recorded: this execution goes on."""
+    global _requeue_pending
+    writer = _writer or current_writer()
+    writer.write({"k": "requeue_refused", "t": _time(), "reason": reason, "problem": problem})
+    writer.flush()
+    _requeue_pending = False
+
+
+def record_resume(step: int, checkpoint: str) -> None:
+    """The task continues from the checkpoint of `step`: the registry supersedes the points earlier
+    executions logged after it, so each step keeps one value."""
+    (_writer or current_writer()).write({"k": "resume", "t": _time(), "step": step, "checkpoint": checkpoint})
 
 
 def peak_rss_mb() -> Optional[float]:
@@ -353,8 +387,9 @@ def _finish_at_exit() -> None:
 
 def _reset() -> None:
     """Forget the current run (tests; a process that runs several tasks after end_run)."""
-    global _writer, _info
+    global _writer, _info, _requeue_pending
     with _lock:
         if _writer is not None:
             _writer.close()
         _writer = _info = None
+        _requeue_pending = False

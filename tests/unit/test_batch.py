@@ -81,16 +81,6 @@ def test_task_index_from_arguments():
     assert index_from_arguments(["/b", "--offset", "3"], {}) == (Path("/b"), 3)  # a single job, not an array
 
 
-def test_time_limit_requeues_until_max_num_timeout():
-    from slurmml.launcher.task import on_time_limit
-
-    env = {"SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "1"}
-    message, command = on_time_limit(2, env)
-    assert command == ["scontrol", "requeue", "42_3"] and "restart 2 of 2" in message
-    message, command = on_time_limit(1, env)
-    assert command is None and "no requeue left" in message
-
-
 def test_new_folders_are_user_only(tmp_path):
     target = tmp_path / "sweep" / ".slurmml" / "id" / "sweep.json"
     batch.write_atomic(target, b"{}")

@@ -1,0 +1,267 @@
+"""Requeue on Slurm's warning signal: `slurmml.checkpoint_point(step, every=N, model=..., optimizer=...)`.
+
+Slurm sends USR2 `signal_delay_s` before the time limit (the launcher asks for it), and at preemption
+(`preempt_send_user_signal`). The handler only sets a flag. The task's next checkpoint point sees it (all
+ranks at the same step: one tiny all-reduce when torch.distributed is initialized), saves, and rank 0 asks
+Slurm why (core/requeue.py), writes a `requeue` record into the run's spool and runs `scontrol requeue` on its
+own job; then every rank raises Requeued, which ends the process with exit code 0. The next execution's
+`slurmml.load_checkpoint(...)` continues from the step saved.
+
+A task that never calls a checkpoint point (or `stop_requested`) is requeued at once when the signal comes,
+without a save, as submitit does; one that calls them but reaches none in time (a step longer than the
+warning) is requeued without a save after three quarters of the warning. A time-limit requeue counts against
+max_num_timeout; a preemption does not. A job that is cancelled or killed for memory gets TERM/KILL, not
+USR2, and is never requeued here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from slurmml.core import requeue as rules
+from slurmml.core.job_env import job_id_from_environment
+from slurmml.tracking import client
+
+MAX_NUM_TIMEOUT_ENV = "SLURMML_MAX_NUM_TIMEOUT"  # exported by the job wrapper; a plain sbatch script may set them
+SIGNAL_DELAY_ENV = "SLURMML_SIGNAL_DELAY_S"
+WARNING_SIGNAL = signal.SIGUSR2
+
+__all__ = ["checkpoint_point", "stop_requested", "requeue_after_save", "Requeued"]
+
+
+class Requeued(SystemExit):
+    """Raised on every rank once the job has requeued itself: it unwinds the training code (an `except
+    Exception` there does not catch it) and ends the process with exit code 0."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(0)
+        self.reason = reason
+
+
+class _State:
+    def __init__(self) -> None:
+        self.warned = threading.Event()
+        self.warned_at: Optional[float] = None
+        self.cooperative = False  # the task calls checkpoint points: it saves before the requeue
+        self.installed = False
+        self.requeued: Optional[str] = None  # the reason, once `scontrol requeue` answered
+        self.lock = threading.Lock()
+
+
+_state = _State()
+
+
+# ---------------------------------------------------------------- public API
+
+
+def stop_requested(sync: bool = True) -> bool:
+    """True once Slurm's warning signal came (time limit or preemption). With torch.distributed initialized
+    and sync=True, every rank gets the same answer (one all-reduce: call it at the same point on every rank)."""
+    _opt_in()
+    local = _state.warned.is_set()
+    return _agree(local) if sync else local
+
+
+def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[int] = 3, all_ranks: bool = False,
+                     **objects: Any) -> Optional[Path]:
+    """Call once per step (or epoch) on every rank. Saves a checkpoint every `every` steps (None: only when
+    stopping); when Slurm's warning came, saves now, requeues the job and raises Requeued. If Slurm refuses
+    the requeue (`--no-requeue`, JobRequeue=0) or none is left, says so in one line and training goes on to
+    the limit, with the checkpoint saved. Returns the checkpoint written, if any (None on ranks other than 0)."""
+    from slurmml.tracking.checkpoint import save_checkpoint
+
+    _opt_in()
+    stopping = _agree(_state.warned.is_set())
+    path = None
+    if stopping or (every and step % every == 0):
+        path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, **objects)
+    if stopping:
+        requeue_after_save(step, path)
+    return path
+
+
+def requeue_after_save(step: Optional[int] = None, checkpoint: Union[str, os.PathLike, None] = None) -> None:
+    """For training loops that save their own way (Lightning, Hugging Face: slurmml.integrations): call on
+    every rank once the state of `step` is saved after stop_requested() said True. Rank 0 requeues the job;
+    once Slurm accepted, every rank raises Requeued. Refused or none left: returns, and training goes on."""
+    _barrier()  # every rank's save is done before the job is requeued
+    requeued = requeue_now(step, Path(checkpoint) if checkpoint else None) if client.rank() == 0 else False
+    if _from_rank_zero(requeued):
+        raise Requeued(_state.requeued or "requeued")
+    _state.warned.clear()  # not requeued: train on; a second signal would only repeat the refusal
+
+
+# ---------------------------------------------------------------- for the job wrapper
+
+
+def install(environ: Mapping[str, str] = os.environ) -> bool:
+    """Take Slurm's warning signal (its default action would kill the task). Main thread only; False elsewhere."""
+    if _state.installed:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(WARNING_SIGNAL, _on_warning)
+    _state.installed = True
+    return True
+
+
+def requeue_now(step: Optional[int] = None, checkpoint: Optional[Path] = None) -> bool:
+    """Rank 0: ask Slurm why the signal came, decide, record it in the spool and requeue this job. True once
+    Slurm accepted the requeue (also when an earlier call did)."""
+    from slurmml.slurm.commands import run_command
+    from slurmml.slurm.parse import parse_scontrol_job
+
+    with _state.lock:
+        if _state.requeued:
+            return True
+        job_id = job_id_from_environment(os.environ, default="")
+        fields: dict[str, str] = {}
+        if job_id:
+            shown = run_command(["scontrol", "show", "job", job_id], timeout_s=30.0)
+            fields = parse_scontrol_job(shown.stdout) if shown.ok else {}
+        reason = rules.why_warned(fields, _state.warned_at or time.time(), _signal_delay_s())
+        counts = _read_counts()
+        decision = rules.decide(reason, counts.get(rules.TIMEOUT, 0), _max_num_timeout(), job_id)
+        _say(decision.message)
+        if not decision.requeue:
+            return False
+        client.record_requeue(reason, step, str(checkpoint) if checkpoint else None)  # Slurm's TERM may follow
+        _write_counts({**counts, reason: counts.get(reason, 0) + 1})
+        result = run_command(["scontrol", "requeue", job_id], timeout_s=30.0)
+        if not result.ok:
+            problem = " ".join((result.stderr or result.stdout).split()) or f"exit code {result.returncode}"
+            _say(f"slurmml: Slurm refused to requeue {job_id}: {problem}; the job runs on to its limit")
+            _write_counts(counts)
+            client.record_requeue_refused(reason, problem)
+            return False
+        _state.requeued = reason
+        return True
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _on_warning(signum: int, frame: Any) -> None:
+    if _state.warned.is_set():
+        return
+    _state.warned_at = time.time()
+    _state.warned.set()
+    if client.rank() != 0:
+        return
+    delay = rules.watchdog_delay_s(_signal_delay_s(), _state.cooperative)
+    if _state.cooperative:
+        _say("slurmml: Slurm's warning signal came; saving and requeueing at the next checkpoint point")
+    timer = threading.Timer(delay, _watchdog)  # never a subprocess inside the handler itself
+    timer.daemon = True
+    timer.start()
+
+
+def _watchdog() -> None:
+    if _state.requeued or not _state.warned.is_set():
+        return
+    if _state.cooperative:
+        _say("slurmml: no checkpoint point came in time; requeueing without a save")
+    requeue_now()
+
+
+def _opt_in() -> None:
+    _state.cooperative = True
+    install()  # a plain script under sbatch has no job wrapper to do it
+
+
+def _distributed() -> Any:
+    torch = sys.modules.get("torch")  # never imported here: a job without torch has no other ranks to ask
+    if torch is None:
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    return dist
+
+
+def _tensor(value: int) -> Any:
+    import torch
+
+    dist = torch.distributed
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    return torch.tensor([value], device=device)
+
+
+def _agree(flag: bool) -> bool:
+    dist = _distributed()
+    if dist is None:
+        return flag
+    tensor = _tensor(int(flag))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def _barrier() -> None:
+    dist = _distributed()
+    if dist is not None:
+        dist.barrier()
+
+
+def _from_rank_zero(flag: bool) -> bool:
+    dist = _distributed()
+    if dist is None:
+        return flag
+    tensor = _tensor(int(flag))
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _max_num_timeout() -> int:
+    return _int_env(MAX_NUM_TIMEOUT_ENV, 0)
+
+
+def _signal_delay_s() -> int:
+    return _int_env(SIGNAL_DELAY_ENV, 120)
+
+
+def _counts_path() -> Path:
+    """Next to the run's spool, which outlives its executions: how many requeues of each kind it used."""
+    spool = Path(client.run.spool)
+    return spool.with_name(spool.stem + ".requeues.json")
+
+
+def _read_counts() -> dict[str, int]:
+    try:
+        counts = json.loads(_counts_path().read_text())
+        return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _write_counts(counts: dict[str, int]) -> None:
+    path = _counts_path()
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(json.dumps(counts))
+        os.replace(temp, path)
+    except OSError as error:  # counting is lost, the requeue is not: max_num_timeout then counts from 0
+        _say(f"slurmml: cannot record the requeue count in {path}: {error.strerror or error}")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _reset() -> None:
+    """Forget signals and requeues (tests that run several tasks in one process)."""
+    global _state
+    _state = _State()
