@@ -7,16 +7,26 @@ CPU core; importing torch takes longer.
 The app prints and logs (``slurmml.log``) one line per epoch and returns the final validation accuracy,
 which Hydra launchers and optimizing sweepers receive as the job's return value.
 
+It is also a long job: it saves a checkpoint every epoch (``slurmml.checkpoint_point``) and resumes from the
+newest one, so a run that Slurm's time limit or a preemption stops is requeued and goes on where it was.
+``max_minutes`` trains until that much training time has passed across all executions (or the epochs run
+out). With several tasks (``hydra.launcher.nodes=2 hydra.launcher.tasks_per_node=2``) it trains with DDP,
+each rank on its share of every batch.
+
     python examples/train.py
     python examples/train.py -m seed=1,2,3
     python examples/train.py -m model=mlp,linear optimizer.lr=1e-2,1e-3
+    python examples/train.py -m hydra/launcher=slurmml hydra.launcher.timeout_min=1 \
+        hydra.launcher.max_num_timeout=5 max_minutes=3 epochs=100000
 
 Config groups live in ``examples/conf``: ``model`` (mlp, linear) and
 ``optimizer`` (adam, sgd). ``fail_at_epoch=N`` makes the run raise at epoch N.
 """
 
 import math
+import os
 import random
+import time
 
 import hydra
 import torch
@@ -65,16 +75,23 @@ def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, loss) on the whole validation set: the same on every rank."""
     model.eval()
-    return (model(x).argmax(dim=1) == y).float().mean().item()
+    logits = model(x)
+    return (logits.argmax(dim=1) == y).float().mean().item(), nn.functional.cross_entropy(logits, y).item()
+
+
+def time_is_up(cfg: DictConfig, trained_s: float) -> bool:
+    return cfg.max_minutes is not None and trained_s >= cfg.max_minutes * 60
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     torch.set_num_threads(1)  # many of these run side by side on a few cores
+    rank, world = slurmml.init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else (0, 1)
     random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg.seed)
 
     x, y = make_spiral(cfg.n_samples, cfg.n_classes, cfg.noise, gen)
@@ -85,25 +102,39 @@ def main(cfg: DictConfig) -> float:
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
 
-    val_acc = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    # a requeued run goes on from its newest checkpoint: weights, optimizer, batch order, time trained
+    first_epoch, trained_s = 1, 0.0
+    resumed = slurmml.load_checkpoint(model=model, optimizer=optimizer)
+    if resumed is not None:
+        first_epoch, trained_s = resumed.step + 1, resumed.values["trained_s"]
+        gen.set_state(resumed.values["batch_order"])
+        print(f"resumed from epoch {resumed.step} ({trained_s:.0f} s trained)", flush=True)
+    if world > 1:  # gradients are averaged over the ranks: together they train on the whole batch
+        model = nn.parallel.DistributedDataParallel(model)
+
+    val_acc, _ = evaluate(model, x_val, y_val)
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if time_is_up(cfg, trained_s):
+            break
         if cfg.fail_at_epoch is not None and epoch == cfg.fail_at_epoch:
             raise RuntimeError(f"failing on purpose at epoch {epoch} (fail_at_epoch)")
+        began = time.monotonic()
         model.train()
         total = 0.0
         for idx in torch.randperm(len(x_train), generator=gen).split(cfg.batch_size):
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            mine = idx[rank::world]  # this rank's share of the batch
+            loss = loss_fn(model(x_train[mine]), y_train[mine])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        val_acc = accuracy(model, x_val, y_val)
-        slurmml.log(step=epoch, loss=total / len(x_train), val_acc=val_acc)  # to the run registry
-        print(
-            f"epoch {epoch}/{cfg.epochs} loss={total / len(x_train):.4f} "
-            f"val_acc={val_acc:.4f}",
-            flush=True,
-        )
+        val_acc, val_loss = evaluate(model, x_val, y_val)
+        trained_s += time.monotonic() - began
+        slurmml.log(step=epoch, loss=total / len(x_train), val_loss=val_loss, val_acc=val_acc, trained_s=trained_s)
+        print(f"epoch {epoch}/{cfg.epochs} loss={total / len(x_train):.4f} val_acc={val_acc:.4f}", flush=True)
+        # saves every epoch; when Slurm warns of the time limit or a preemption, also requeues and ends here
+        slurmml.checkpoint_point(epoch, every=1, model=getattr(model, "module", model), optimizer=optimizer,
+                                 trained_s=trained_s, batch_order=gen.get_state())
 
     print(f"val_acc={val_acc:.4f}", flush=True)
     return val_acc

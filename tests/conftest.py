@@ -112,3 +112,23 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 2.0, what: str =
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def sweep_runs(sweep: str) -> list[dict]:
+    """The sweep's runs, in job-number order, each as `Registry.run` shows it, after an ingest."""
+    from slurmml.registry.registry import Registry
+
+    with Registry(Path(os.environ["SLURMML_HOME"]) / "registry.db", create=False) as registry:
+        registry.ingest()
+        return [registry.run(row["id"]) for row in sorted(registry.runs(sweep=sweep), key=lambda r: r["job_num"])]
+
+
+def ended_runs(sweep: str) -> list[dict] | None:
+    """The sweep's runs once none is active (after a round of the shared poller, as every view does), else None."""
+    from slurmml.poller.loop import catch_up
+    from slurmml.registry.registry import Registry
+
+    with Registry(Path(os.environ["SLURMML_HOME"]) / "registry.db", create=False) as registry:
+        catch_up(registry, sweep_ids=[sweep])
+    runs = sweep_runs(sweep)
+    return runs if all(r["state"] not in ("SUBMITTING", "QUEUED", "RUNNING") for r in runs) else None

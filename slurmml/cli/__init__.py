@@ -37,5 +37,5 @@ def main() -> None:
 
 # the modules, not their commands, are named here: `slurmml.cli.watch` stays the module
 for _command in (runs.info, runs.status, runs.sweeps, runs.runs, runs.show, report.report, watch.watch, tui.tui,
-                 actions.cancel, actions.requeue, actions.clone, cluster.cluster):
+                 actions.cancel, actions.requeue, actions.clone, actions.resubmit, cluster.cluster):
     main.add_command(_command)

@@ -1,4 +1,5 @@
-"""`slurmml cancel`, `slurmml requeue` and `slurmml clone`: the run actions (slurmml.control.actions), also in the TUI."""
+"""`slurmml cancel`, `slurmml requeue` and `slurmml clone`: the run actions (slurmml.control.actions), also in the
+TUI; and `slurmml resubmit`, a sweep's badly ended runs again (slurmml.launcher.resubmit)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,31 @@ def clone(run_id: str, overrides: tuple[str, ...], replace: bool, registry_path:
 
     if not _show(clone_action(_registry(registry_path), run_id, list(overrides), replace=replace)):
         raise SystemExit(1)
+
+
+@click.command()
+@click.argument("sweep")
+@click.argument("changes", nargs=-1, metavar="[FIELD=VALUE]...")
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              help="Resubmit the runs that ended in STATE (repeatable; default: FAILED TIMEOUT OUT_OF_MEMORY "
+                   "NODE_FAIL PREEMPTED LOST).")
+@click.option("--dry-run", is_flag=True, help="Say what would be resubmitted; submit nothing.")
+def resubmit(sweep: str, changes: tuple[str, ...], states: tuple[str, ...], dry_run: bool) -> None:
+    """Run a sweep's tasks that ended badly again, as one new job array per batch of the sweep.
+
+    The same code and config (the payload staged at launch), the sweep's launcher settings with CHANGES
+    applied (e.g. `mem_gb=16` for runs killed for memory). The runs keep their ids, folders and spools: the
+    new start is their next execution, and a task that loads its checkpoints goes on where it was.
+    """
+    from slurmml.launcher.resubmit import resubmit as resubmit_sweep  # the sweep's code may load here
+
+    registry = _registry(None)
+    done = resubmit_sweep(registry, sweep, states, changes, dry_run=dry_run)
+    for target in done:
+        runs = ", ".join(sorted(target.tasks, key=target.tasks.get))
+        if dry_run:
+            click.echo(f"would resubmit {len(target.tasks)} run(s) of {target.batch_dir.name} "
+                       f"(--array={target.array()}): {runs}")
+        else:
+            click.echo(f"resubmitted {len(target.tasks)} run(s) of {target.batch_dir.name} as job {target.job_id} "
+                       f"(--array={target.array()}): {runs}")

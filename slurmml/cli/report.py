@@ -111,7 +111,9 @@ def print_tables(result) -> None:
     print_text(f"{totals.runs} runs: {totals.completed} completed, {totals.failed} failed, {totals.active} active; "
                f"CPU eff {_pct(totals.cpu_eff) or '-'}, mem eff {_pct(totals.mem_eff) or '-'}, "
                f"time eff {_pct(totals.time_eff) or '-'}; {_hours(totals.gpu_hours)} GPU-hours "
-               f"({_hours(totals.gpu_hours_failed)} on failed runs, {_hours(totals.gpu_hours_idle)} on idle GPUs)", out)
+               f"({_hours(totals.gpu_hours_failed)} on failed runs, {_hours(totals.gpu_hours_idle)} on idle GPUs"
+               + (f", {_hours(totals.gpu_hours_requeued)} on executions a requeue ended, {totals.repeated_steps} "
+                  f"steps trained twice" if totals.gpu_hours_requeued or totals.repeated_steps else "") + ")", out)
     if not result.runs:
         return
     ranked = bool(result.metric)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
-import json
 import os
 import re
 import sys
@@ -178,24 +177,10 @@ def check_composes(payload: batch.Payload, overrides: list[str]) -> None:
         raise SlurmmlError(f"cannot clone with {given}: {one_line(str(error))}") from None
 
 
-def _slurm_maker(conf: dict) -> Any:
-    """The sweep's ScriptMaker, rebuilt from its recorded launcher config and template."""
-    from slurmml.launcher.slurm_backend import script_maker
-    from slurmml.launcher.templates import load_template
-    from slurmml.slurm.commands import available
-    from slurmml.tracking.secrets import MASK
-
-    if not available("sbatch"):
-        raise SlurmmlError("sbatch not found on PATH: this machine cannot submit the clone to Slurm")
-    if MASK in json.dumps(conf):  # recorded with secrets masked: the script would carry the mask, not the value
-        raise SlurmmlError("the sweep's recorded launcher config has masked (secret-looking) values, so its sbatch "
-                           "script cannot be rebuilt; launch the run again instead")
-    return script_maker(conf, load_template(conf.get("template")))
-
-
 def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = False) -> Cloned:
     """Clone run `parent_id` with `changes` merged into its overrides (or, with replace, as its overrides)."""
     from slurmml.control.actions import refusal
+    from slurmml.launcher.slurm_backend import recorded_script_maker
 
     parent = registry.run_with_sweep(parent_id)
     why = refusal("clone", parent, parent["owner"], getpass.getuser())
@@ -215,7 +200,7 @@ def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = Fal
     with _working_dir(cwd):
         check_composes(payload, overrides)  # nothing is recorded, staged or submitted for overrides that do not compose
         if backend == "slurm":  # the staged payload has the real launcher settings; the registry's copy is masked
-            maker = _slurm_maker(payload.launcher or parent.get("launcher") or {})  # (older payloads lack them)
+            maker = recorded_script_maker(payload.launcher or parent.get("launcher") or {})  # (older payloads lack them)
             return _launch(registry, parent, payload, overrides, "slurm", batch.missing_folders(maker.log_dir),
                            lambda staged: _submit_one(maker, staged))
         return _launch(registry, parent, payload, overrides, "local", [],

@@ -68,6 +68,15 @@ def check_fields(conf: Mapping[str, Any]) -> None:
         raise SlurmmlError(f"gpu_sample_interval_s={interval:g} must be more than 0")
 
 
+def warning_lead_s(conf: Mapping[str, Any]) -> int:
+    """Seconds before the time limit that Slurm sends the warning signal: signal_delay_s, but at most half the
+    limit. A lead as long as the limit would warn at the start of every execution and requeue it forever;
+    slurmctld checks time limits about every 30 s, so half a 1-minute limit still leaves time to save."""
+    lead = int(conf.get("signal_delay_s") if conf.get("signal_delay_s") is not None else 120)
+    limit_s = int(conf.get("timeout_min") or 0) * 60
+    return min(lead, limit_s // 2) if limit_s else lead
+
+
 def throttle_note(array_parallelism: Optional[int], array_sizes: list[int]) -> str:
     """What the launch message says about --array=...%N: submitit caps N at each array's size, so say it
     only when it holds some tasks back."""
@@ -153,6 +162,8 @@ def submitit_parameters(conf: Mapping[str, Any], template: Template) -> dict[str
         if key == "setup":
             continue
         params[key if key in GENERIC else f"slurm_{key}"] = value
+    if "slurm_signal_delay_s" in params:
+        params["slurm_signal_delay_s"] = warning_lead_s(conf)
     if "slurm_additional_parameters" not in params and template.sbatch_options:
         params["slurm_additional_parameters"] = dict(template.sbatch_options)
     setup = [*template.setup, *(conf.get("setup") or [])]

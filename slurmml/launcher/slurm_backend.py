@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 from slurmml.launcher.config import SlurmQueueConf
-from slurmml.launcher.plan import ArrayChunk, Template, job_environment, log_folder, submitit_parameters
+from slurmml.launcher.plan import ArrayChunk, Template, job_environment, log_folder, submitit_parameters, warning_lead_s
 from slurmml.launcher.task import task_arguments
 from slurmml.slurm.commands import available, run_command
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
@@ -88,9 +88,24 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
     if not use_srun:  # no job step to signal: send the warning signal to the batch script, which is the task
         parameters["additional_parameters"] = {
             **parameters.get("additional_parameters", {}),
-            "signal": f"B:USR2@{conf.get('signal_delay_s', 120)}",
+            "signal": f"B:USR2@{warning_lead_s(conf)}",
         }
     return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable))
+
+
+def recorded_script_maker(conf: Mapping[str, Any]) -> ScriptMaker:
+    """A sweep's ScriptMaker rebuilt from its staged launcher config (clones, resubmissions)."""
+    import json
+
+    from slurmml.launcher.templates import load_template
+    from slurmml.tracking.secrets import MASK
+
+    if not available("sbatch"):
+        raise SlurmmlError("sbatch not found on PATH: this machine cannot submit to Slurm")
+    if MASK in json.dumps(dict(conf), default=str):  # recorded masked: the script would carry the mask, not the value
+        raise SlurmmlError("the sweep's recorded launcher config has masked (secret-looking) values, so its sbatch "
+                           "script cannot be rebuilt; launch the run again instead")
+    return script_maker(conf, load_template(conf.get("template")))
 
 
 def cancel(job_ids: list[str]) -> None:

@@ -159,10 +159,11 @@ def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[P
 
 def export_requeue_settings(payload: batch.Payload, environ: MutableMapping[str, str]) -> None:
     """What every rank's warning handler reads (tracking/requeue.py): max_num_timeout and the warning's lead."""
+    from slurmml.launcher.plan import warning_lead_s
     from slurmml.tracking.requeue import MAX_NUM_TIMEOUT_ENV, SIGNAL_DELAY_ENV
 
     environ[MAX_NUM_TIMEOUT_ENV] = str(payload.max_requeues)
-    environ[SIGNAL_DELAY_ENV] = str((payload.launcher or {}).get("signal_delay_s") or 120)
+    environ[SIGNAL_DELAY_ENV] = str(warning_lead_s(payload.launcher or {}))
 
 
 def main(argv: list[str]) -> int:

@@ -61,13 +61,21 @@ class LaunchWrites:
 
     def mark_queued(self, job_ids: dict[str, tuple[str, str]]) -> None:
         """run id -> (Slurm job id, log path) once sbatch has answered."""
+        self._queue(job_ids, "launcher", "", "AND state = 'SUBMITTING'")
+
+    def mark_resubmitted(self, job_ids: dict[str, tuple[str, str]]) -> None:
+        """run id -> (new Slurm job id, log path) after `slurmml resubmit`: the ended run is QUEUED under its new
+        job; its end is cleared, its history and executions stay (the next start is its next execution)."""
+        self._queue(job_ids, "resubmitted", ", ended = NULL, error = NULL, exit_code = NULL, result = NULL", "")
+
+    def _queue(self, job_ids: dict[str, tuple[str, str]], source: str, clear: str, only: str) -> None:
         now = time.time()
         with transaction(self.conn) as conn:
             for run_id, (job_id, log_path) in job_ids.items():
-                conn.execute("UPDATE runs SET slurm_job_id = ?, log_path = ?, state = 'QUEUED' "
-                             "WHERE id = ? AND state = 'SUBMITTING'", (job_id, log_path, run_id))
+                conn.execute(f"UPDATE runs SET slurm_job_id = ?, log_path = ?, state = 'QUEUED'{clear} "
+                             f"WHERE id = ? {only}", (job_id, log_path, run_id))
                 conn.execute("INSERT INTO run_states(run, state, time, source) "
-                             "SELECT run, 'QUEUED', ?, 'launcher' FROM runs WHERE id = ?", (now, run_id))
+                             "SELECT run, 'QUEUED', ?, ? FROM runs WHERE id = ?", (now, source, run_id))
 
     def mark_final(self, states: dict[str, tuple[str, str]], source: str) -> None:
         """run id -> (final state, reason), for runs that have not reached a final state of their own."""

@@ -33,7 +33,11 @@ def report_runs(conn: Any, sweep: Optional[str] = None, since: Optional[float] =
         args.append(until)
     sql = ("SELECT r.run, r.id, r.sweep_id, r.job_num, r.overrides, r.state, r.slurm_job_id, r.exit_code, r.error, "
            "r.created, r.started, r.ended, r.result, r.max_rss_mb AS own_max_rss_mb, s.name AS sweep_name, "
-           "s.user AS user, s.direction AS direction "
+           "s.user AS user, s.direction AS direction, "
+           # executions a requeue ended: sacct describes only a job's last one
+           "(SELECT sum(e.ended - e.started) FROM executions e WHERE e.run = r.run AND e.state = 'REQUEUED') "
+           "AS requeued_s, (SELECT sum(e.repeated_steps) FROM executions e WHERE e.run = r.run) AS repeated_steps, "
+           "(SELECT count(*) FROM executions e WHERE e.run = r.run) AS executions "
            "FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id "
            f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
            "ORDER BY coalesce(r.sweep_id, ''), r.job_num, r.created")

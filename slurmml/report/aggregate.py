@@ -107,6 +107,11 @@ def run_row(run: dict[str, Any], record: Optional[JobRecord], sample: Optional[d
             row.alloc_gpus = sample["gpus"]  # no accounting: the GPUs the sampler saw
     if row.gpu_hours is None and row.elapsed_s is not None and row.alloc_gpus is not None:
         row.gpu_hours = row.elapsed_s * row.alloc_gpus / 3600
+    row.executions, row.repeated_steps = run.get("executions") or 1, run.get("repeated_steps") or 0
+    row.requeued_s = run.get("requeued_s")
+    if row.requeued_s and row.alloc_gpus:  # sacct's figures are the last execution's: add the earlier ones
+        row.gpu_hours_requeued = row.requeued_s * row.alloc_gpus / 3600
+        row.gpu_hours = (row.gpu_hours or 0.0) + row.gpu_hours_requeued
     if row.alloc_gpus and row.gpu_util is not None:
         row.idle_gpu = row.gpu_util < IDLE_UTIL
     row.cause = failure_cause(state, row.exit_code, row.signal, error or (row.reason if state == "LOST" else None))
@@ -149,6 +154,8 @@ def summarize(sweep_id: str, rows: list[RunRow], mode: str = "max", name: Option
         if row.gpu_util is not None:
             utils.append(row.gpu_util)
         summary.gpu_hours += row.gpu_hours or 0.0
+        summary.gpu_hours_requeued += row.gpu_hours_requeued
+        summary.repeated_steps += row.repeated_steps
         if _rankable(row) and (
                 summary.best_value is None
                 or (row.metric > summary.best_value if mode == "max" else row.metric < summary.best_value)):

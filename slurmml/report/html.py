@@ -160,7 +160,9 @@ def _summary_cards(report: Report) -> str:
               + (f" · {t.active} active" if t.active else "") + f"<br>{duration(t.elapsed_s)} of wall time",
               "bad" if t.failed else "good"),
         _card("GPU-hours", hours(t.gpu_hours),
-              f"{hours(t.gpu_hours_failed)} on failed runs · {hours(t.gpu_hours_idle)} on idle GPUs",
+              f"{hours(t.gpu_hours_failed)} on failed runs · {hours(t.gpu_hours_idle)} on idle GPUs"
+              + (f" · {hours(t.gpu_hours_requeued)} on requeued executions · {t.repeated_steps} steps trained twice"
+                 if t.gpu_hours_requeued or t.repeated_steps else ""),
               "bad" if t.gpu_hours and (t.gpu_hours_failed + t.gpu_hours_idle) / t.gpu_hours > 0.25 else ""),
         _card("CPU efficiency", pct(t.cpu_eff), "CPU time used / core-time allocated", _level(t.cpu_eff), t.cpu_eff),
         _card("Memory efficiency", pct(t.mem_eff), "peak memory / requested (mean)", _level(t.mem_eff), t.mem_eff),

@@ -35,7 +35,11 @@ class RunRow:
     cpu_eff: Optional[float] = None  # fractions: 0.5 is 50 %
     mem_eff: Optional[float] = None
     time_eff: Optional[float] = None
-    gpu_hours: Optional[float] = None
+    gpu_hours: Optional[float] = None  # every execution's, requeued ones included
+    executions: int = 1
+    requeued_s: Optional[float] = None  # wall time of the executions a requeue ended (time limit, preemption)
+    gpu_hours_requeued: float = 0.0  # their GPU-hours: what the requeues cost, included in gpu_hours
+    repeated_steps: int = 0  # steps trained again after a resume (their first values were superseded)
     exit_code: Optional[int] = None
     signal: Optional[int] = None
     reason: str = ""  # Slurm's reason (who cancelled, why pending), or the telling line of the run's error
@@ -69,6 +73,8 @@ class Summary:
     gpu_hours: float = 0.0
     gpu_hours_failed: float = 0.0
     gpu_hours_idle: float = 0.0  # failed runs on idle GPUs included
+    gpu_hours_requeued: float = 0.0  # on executions a requeue ended
+    repeated_steps: int = 0
     gpu_util: Optional[float] = None  # mean over runs with samples
     best_run: Optional[str] = None
     best_value: Optional[float] = None

@@ -515,3 +515,27 @@ def test_clone_editor_starts_from_the_runs_overrides_and_escape_submits_nothing(
             assert [c for c in actions.calls if c[0] == "clone"] == []
 
     run_async(scenario())
+
+
+def test_a_restarted_run_shows_its_executions_and_a_run_that_ran_once_does_not(make_app) -> None:
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await go_to(pilot, RESTARTED_RUN)
+            await pilot.press("enter")
+            await settle(pilot)
+            detail = app.screen
+            rows = [line.split() for line in text_of(detail.query_one("#executions", Static)).splitlines()[1:]]
+            # no job ids: the fixed spools record no Slurm variables
+            assert [row[:3] for row in rows if row] == [["0", "gpu-node02", "REQUEUED"], ["1", "gpu-node02", "RUNNING"]]
+            assert detail.query_one("#executions-label").display
+            await pilot.press("escape")
+            await settle(pilot)
+            await go_to(pilot, RUNNING_RUN)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert not app.screen.query_one("#executions-label").display
+            assert not app.screen.query_one("#executions", Static).display
+
+    run_async(scenario())

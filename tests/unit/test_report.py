@@ -276,6 +276,19 @@ def test_aggregate_is_pure_on_plain_rows() -> None:
     assert json.loads(json.dumps(report.to_dict()))["runs"][0]["run_id"] == "x-0"
 
 
+def test_gpu_hours_count_every_execution_and_say_what_the_requeues_cost() -> None:
+    # sacct describes the last execution (10 s on 4 GPUs); two earlier ones ran 90 s before their requeues
+    runs = [{"id": "x-0", "sweep_id": "x", "job_num": 0, "overrides": [], "state": "COMPLETED", "slurm_job_id": "7",
+             "exit_code": 0, "error": None, "created": 1.0, "started": 2.0, "ended": 300.0, "sweep_name": None,
+             "user": "u", "executions": 3, "requeued_s": 90.0, "repeated_steps": 12}]
+    record = JobRecord(job_id="7", state="COMPLETED", elapsed_s=10, alloc_cpus=2, alloc_gpus=4, source="sacct")
+    report = aggregate(Inputs(runs, {"7": record}, {}, {}), metric=None, now=400.0)
+    row = report.runs[0]
+    assert (row.executions, row.repeated_steps) == (3, 12)
+    assert row.gpu_hours_requeued == pytest.approx(360 / 3600) and row.gpu_hours == pytest.approx(400 / 3600)
+    assert report.totals.gpu_hours_requeued == pytest.approx(0.1) and report.totals.repeated_steps == 12
+
+
 def test_histogram_bins_and_ticks() -> None:
     assert histogram_counts([0.0, 0.05, 0.1, 0.99, 1.0, 1.05, float("nan")]) == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1]
     assert nice_ticks(0, 0.9) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
