@@ -14,7 +14,7 @@ from slurmml.slurm.parse import Partition
 # (the command that starts the task, as in submitit's executor).
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
-    "use_srun", "gpu_sample_interval_s", "python",
+    "use_srun", "gpu_sample_interval_s", "python", "nproc_per_node",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
@@ -41,7 +41,7 @@ _AT_LEAST_ONE = {
     "mem_gb": "Slurm reads 0 as all of each node's memory",
     "array_parallelism": "Slurm reads %0 as no throttle",
     "max_array_size": "",
-    "cpus_per_task": "", "cpus_per_gpu": "", "tasks_per_node": "", "nodes": "",
+    "cpus_per_task": "", "cpus_per_gpu": "", "tasks_per_node": "", "nodes": "", "nproc_per_node": "",
 }
 _NOT_NEGATIVE = ("gpus_per_node", "gpus_per_task", "signal_delay_s", "max_num_timeout")  # 0 GPUs: a CPU job
 _MEMORY = ("mem_per_cpu", "mem_per_gpu")  # sbatch sizes: "4G", "4000" (MB)
@@ -63,6 +63,9 @@ def check_fields(conf: Mapping[str, Any]) -> None:
         amount = _MEMORY_AMOUNT.fullmatch(str(value)) if value is not None else None
         if amount and float(amount.group(1)) <= 0:
             raise SlurmmlError(f"{name}={value} must be more than 0 (Slurm reads 0 as all of each node's memory)")
+    if conf.get("nproc_per_node") and (conf.get("tasks_per_node") or 1) > 1:
+        raise SlurmmlError(f"nproc_per_node={conf['nproc_per_node']} starts torchrun as one task per node: "
+                           f"leave tasks_per_node at 1 (not {conf['tasks_per_node']})")
     interval = conf.get("gpu_sample_interval_s")
     if interval is not None and interval <= 0:
         raise SlurmmlError(f"gpu_sample_interval_s={interval:g} must be more than 0")
@@ -75,6 +78,23 @@ def warning_lead_s(conf: Mapping[str, Any]) -> int:
     lead = int(conf.get("signal_delay_s") if conf.get("signal_delay_s") is not None else 120)
     limit_s = int(conf.get("timeout_min") or 0) * 60
     return min(lead, limit_s // 2) if limit_s else lead
+
+
+# torchrun's own default, plus Slurm's warning signal: forwarded to the workers, which save and requeue
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2"
+
+
+def torchrun_command(python: str, task_args: list[str], nproc_per_node: int, lead_s: int) -> str:
+    """The shell command each node's task runs in torchrun mode: torch.distributed.run with a static rendezvous
+    at the allocation's first node on the job-seeded port (core.distributed.master_port's rule), the warning
+    signal forwarded, and the workers given the warning's lead to save before torchrun kills them."""
+    module_args = shlex.join(task_args[task_args.index("-m") + 1:])  # torchrun runs `python -u -m` itself
+    script = (f"exec {python} -m torch.distributed.run --nnodes=\"$SLURM_JOB_NUM_NODES\" --node-rank=\"$SLURM_NODEID\" "
+              f"--nproc-per-node={int(nproc_per_node)} "
+              f"--master-addr=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\" "
+              f"--master-port=$((20000 + SLURM_JOB_ID % 10000)) --signals-to-handle={TORCHRUN_SIGNALS} "
+              f"--shutdown-timeout={max(10, int(lead_s))} -m {module_args}")
+    return "bash -c " + shlex.quote(script)
 
 
 def throttle_note(array_parallelism: Optional[int], array_sizes: list[int]) -> str:

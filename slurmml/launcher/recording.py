@@ -30,6 +30,11 @@ def spool_path(batch_dir: Path, index: int) -> Path:
     return batch_dir / "spool" / f"{index}.jsonl"
 
 
+def node_spool_path(batch_dir: Path, index: int, node: int) -> Path:
+    """Where the job's node `node` (SLURM_NODEID, not 0) writes its GPU samples: a file of its own."""
+    return batch_dir / "spool" / f"{index}.node-{node}.jsonl"
+
+
 # -- the sweep's id and its records on disk -----------------------------------------------------------------
 
 _sweep_ids: dict[Path, str] = {}  # batches launched by one Hydra command share one sweep id

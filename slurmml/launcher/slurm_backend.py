@@ -11,12 +11,13 @@ import shlex
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 from slurmml.launcher.config import SlurmQueueConf
-from slurmml.launcher.plan import ArrayChunk, Template, job_environment, log_folder, submitit_parameters, warning_lead_s
+from slurmml.launcher.plan import (ArrayChunk, Template, job_environment, log_folder, submitit_parameters,
+                                   torchrun_command, warning_lead_s)
 from slurmml.launcher.task import task_arguments
 from slurmml.slurm.commands import available, run_command
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
@@ -47,9 +48,14 @@ class ScriptMaker:
     log_dir: Path
     use_srun: bool
     python: str  # a shell command line, used as written (submitit's `python`)
+    nproc_per_node: Optional[int] = None  # torchrun mode
+    lead_s: int = 120  # the warning signal's lead (plan.warning_lead_s)
 
     def command(self, batch_dir: Path, offset: int) -> str:
-        command = f"{self.python} " + shlex.join(task_arguments(batch_dir, offset=offset))
+        arguments = task_arguments(batch_dir, offset=offset)
+        if self.nproc_per_node:
+            return torchrun_command(self.python, arguments, self.nproc_per_node, self.lead_s)
+        command = f"{self.python} " + shlex.join(arguments)
         return command if self.use_srun else f"exec {command}"  # exec: the task itself gets the batch signal
 
     def render(self, batch_dir: Path, chunk: ArrayChunk) -> str:
@@ -83,14 +89,15 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
         raise SlurmmlError(f"hydra.launcher: {str(error).splitlines()[0]}") from None
     parameters = dict(executor._executor.parameters)
     use_srun = conf.get("use_srun")
-    if use_srun is None:
-        use_srun = (conf.get("nodes") or 1) * (conf.get("tasks_per_node") or 1) > 1
+    if use_srun is None or conf.get("nproc_per_node"):  # torchrun runs as each node's job step
+        use_srun = bool(conf.get("nproc_per_node")) or (conf.get("nodes") or 1) * (conf.get("tasks_per_node") or 1) > 1
     if not use_srun:  # no job step to signal: send the warning signal to the batch script, which is the task
         parameters["additional_parameters"] = {
             **parameters.get("additional_parameters", {}),
             "signal": f"B:USR2@{warning_lead_s(conf)}",
         }
-    return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable))
+    return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable),
+                       conf.get("nproc_per_node"), warning_lead_s(conf))
 
 
 def recorded_script_maker(conf: Mapping[str, Any]) -> ScriptMaker:

@@ -56,7 +56,8 @@ def run_task(batch_dir: Path, index: int) -> Any:
     export_torch_environment(os.environ)  # each task of a multi-task step: its rank and the rendezvous
     writer_owner = client.rank() == 0  # one writer per spool and result file
     run_id, run_dir = _export_run(payload, index, config)  # every rank knows its run (checkpoints to load)
-    sampler = _start_tracking(payload, batch_dir, index, run_id, run_dir, config, overrides) if writer_owner else None
+    sampler = (_start_tracking(payload, batch_dir, index, run_id, run_dir, config, overrides) if writer_owner
+               else _sample_this_node(payload, batch_dir, index))
     try:
         result = run_job(
             hydra_context=payload.hydra_context,
@@ -68,10 +69,14 @@ def run_task(batch_dir: Path, index: int) -> Any:
     except SystemExit as exit:  # Requeued (exit code 0), or the task's own sys.exit: the run ends as the process
         if writer_owner:
             _end_tracking(sampler, None, exit)
+        elif sampler is not None:
+            sampler.stop_and_close()
         raise
     if writer_owner:
         _end_tracking(sampler, result)
         batch.write_result(batch_dir, index, result)
+    elif sampler is not None:
+        sampler.stop_and_close()
     if result.status == JobStatus.FAILED:
         raise result._return_value  # Python prints the traceback to stderr and exits non-zero
     return result
@@ -99,7 +104,7 @@ def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, run_id:
     """Open the run's spool (its only writer), record how it starts, and sample its GPUs."""
     from omegaconf import OmegaConf
 
-    from slurmml.launcher.recording import spool_path
+    from slurmml.launcher.recording import node_spool_path, spool_path
     from slurmml.tracking import client
     from slurmml.tracking.gpu import GpuSampler
     from slurmml.tracking.spool import SPOOL_ENV
@@ -111,8 +116,24 @@ def _start_tracking(payload: batch.Payload, batch_dir: Path, index: int, run_id:
         resolved = OmegaConf.to_container(task_config, resolve=False)
     spool = spool_path(batch_dir, index)
     os.environ[SPOOL_ENV] = str(spool)
-    client.start_run(spool, run_id, run_dir, resolved, overrides)
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
+    client.start_run(spool, run_id, run_dir, resolved, overrides,
+                     node_spools=[node_spool_path(batch_dir, index, node) for node in range(1, nodes)])
     return GpuSampler(client.current_writer(), interval_s=payload.gpu_sample_interval_s).start()
+
+
+def _sample_this_node(payload: batch.Payload, batch_dir: Path, index: int) -> Any:
+    """On each node but the first, its first task samples the node's GPUs into a file of its own (rank 0, on
+    the first node, samples into the run's spool)."""
+    from slurmml.launcher.recording import node_spool_path
+    from slurmml.tracking.gpu import GpuSampler
+    from slurmml.tracking.writer import SpoolWriter
+
+    node = os.environ.get("SLURM_NODEID", "0").strip()
+    if not node.isdigit() or node == "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return None
+    writer = SpoolWriter(node_spool_path(batch_dir, index, int(node)))
+    return GpuSampler(writer, interval_s=payload.gpu_sample_interval_s).start()
 
 
 def _end_tracking(sampler: Any, result: Any, exit: Optional[SystemExit] = None) -> None:

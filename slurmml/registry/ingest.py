@@ -18,7 +18,7 @@ from typing import Any, Optional
 from slurmml.core.config import flatten
 from slurmml.core.states import FINAL_STATES
 from slurmml.registry import executions
-from slurmml.registry.store import placeholders, transaction
+from slurmml.registry.store import chunks, placeholders, transaction
 from slurmml.tracking.spool import parse_chunk
 
 READ_LIMIT = 64 * 1024 * 1024  # bytes per run per pass: bounded memory on huge spools
@@ -182,6 +182,8 @@ def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
              for k, v in flatten(record["config"])],
         )
     executions.on_start(conn, run, record, environment.get("slurm") or {})
+    conn.executemany("INSERT OR IGNORE INTO node_spools(run, path) VALUES (?, ?)",
+                     [(run, str(path)) for path in record.get("node_spools") or []])
     _set_state(conn, run, "RUNNING", record.get("t"), "run")
 
 
@@ -234,7 +236,8 @@ def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None, recent_s: O
         query += f" AND (r.state NOT IN ({final}) OR r.ended IS NULL OR r.ended >= ? OR o.offset IS NULL)"
         args = (*args, *FINAL_STATES, time.time() - recent_s)
     keys = _Keys(conn)
-    for run, run_id, state, spool_path, offset in conn.execute(query, args).fetchall():
+    candidates = conn.execute(query, args).fetchall()
+    for run, run_id, state, spool_path, offset in candidates:
         try:
             if os.path.getsize(spool_path) <= offset:
                 continue
@@ -248,7 +251,30 @@ def ingest(conn: sqlite3.Connection, sweep_id: Optional[str] = None, recent_s: O
         total.records += report.records
         total.points += report.points
         total.problems.extend(report.problems)
+    ingest_node_spools(conn, [row[0] for row in candidates], keys, total)
     return total
+
+
+def ingest_node_spools(conn: sqlite3.Connection, runs: list[int], keys: _Keys, total: IngestReport) -> None:
+    """The GPU samples the job's other nodes wrote (tracking's node spools) of these runs, past their offsets."""
+    for chunk in chunks(runs):
+        rows = conn.execute(f"SELECT run, path, offset FROM node_spools WHERE run IN ({placeholders(len(chunk))})",
+                            chunk).fetchall()
+        for run, path, offset in rows:
+            try:
+                if os.path.getsize(path) <= offset:
+                    continue
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(READ_LIMIT)
+            except OSError:
+                continue  # that node has not sampled yet
+            parsed = parse_chunk(data)
+            with transaction(conn):
+                _apply(conn, run, [r for r in parsed.records if r.get("k") == "gpu"], keys)
+                conn.execute("UPDATE node_spools SET offset = offset + ? WHERE run = ? AND path = ?",
+                             (parsed.consumed, run, path))
+            total.records += len(parsed.records)
 
 
 class SpoolIngest:

@@ -117,5 +117,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE superseded_metrics (run INTEGER, key INTEGER, step INTEGER, value REAL, time REAL, execution INTEGER);
     CREATE INDEX superseded_metrics_run ON superseded_metrics(run, key, step);
+    -- the GPU samples of a job's other nodes, one file per node (its own writer), and how far each is read
+    CREATE TABLE node_spools (run INTEGER, path TEXT, offset INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run, path));
     """,
 ]

@@ -172,8 +172,10 @@ def start_run(
     run_dir: Union[str, os.PathLike],
     config: Optional[Mapping[str, Any]] = None,
     overrides: Iterable[str] = (),
+    node_spools: Iterable[str] = (),
 ) -> RunInfo:
-    """Make this the current run and write its `start` record (config and overrides masked)."""
+    """Make this the current run and write its `start` record (config and overrides masked). `node_spools`: the
+    files the job's other nodes write their GPU samples to (one writer each), for the ingest to read too."""
     global _writer, _info
     masked = mask_config(dict(config)) if config is not None else {}
     with _lock:
@@ -183,7 +185,10 @@ def start_run(
             previous = None
         writer = previous or SpoolWriter(spool_path)
         info = RunInfo(str(run_id), Path(run_dir), Path(spool_path), masked)
-        writer.write(start_record(info, masked, mask_overrides(overrides)))
+        record = start_record(info, masked, mask_overrides(overrides))
+        if node_spools:
+            record["node_spools"] = [str(path) for path in node_spools]
+        writer.write(record)
         _writer, _info = writer, info
     return info
 

@@ -199,6 +199,11 @@ class GpuSampler:
             self._thread.start()
         return self
 
+    def stop_and_close(self) -> None:
+        """Stop, and close a writer of the sampler's own (a node's GPU file)."""
+        self.stop()
+        self.writer.close()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():

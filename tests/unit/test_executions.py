@@ -119,3 +119,20 @@ def test_show_lists_the_executions(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     section = shown.output[shown.output.index("executions"):]
     assert "PREEMPTED" in section and "TIMEOUT" in section and "COMPLETED" in section
     assert max(len(line) for line in shown.output.splitlines()) <= 80
+
+
+def test_the_gpu_samples_of_a_jobs_other_nodes_are_ingested_from_their_own_files(tmp_path: Path) -> None:
+    registry = make_registry(tmp_path, runs=1)
+    node_spool = tmp_path / "0.node-1.jsonl"
+    first = start(100.0, None)
+    first["node_spools"] = [str(node_spool)]
+    gpu = {"k": "gpu", "gpu": 0, "util": 50.0, "mem_used": 1.0, "mem_total": 2.0}
+    write(tmp_path / "0.jsonl", first, {**gpu, "t": 101.0, "uuid": "GPU-a"})
+    registry.ingest()  # the other node has not sampled yet: no file, no problem
+    write(node_spool, {**gpu, "t": 101.5, "uuid": "GPU-b"}, {**gpu, "t": 102.5, "uuid": "GPU-b"})
+    registry.ingest()
+    write(node_spool, {**gpu, "t": 103.5, "uuid": "GPU-c"})
+    registry.ingest()
+    registry.ingest()  # nothing twice
+    samples = [tuple(r) for r in registry.conn.execute("SELECT uuid, time FROM system_samples ORDER BY time")]
+    assert samples == [("GPU-a", 101.0), ("GPU-b", 101.5), ("GPU-b", 102.5), ("GPU-c", 103.5)]

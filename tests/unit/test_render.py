@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import sys
 from dataclasses import asdict
@@ -100,3 +102,23 @@ def test_every_field_of_the_peers_slurm_config_keeps_its_name_and_default() -> N
         if peer.default is not MISSING:
             assert ours[peer.name].default == peer.default, peer.name
     assert ours["python"].default is None
+
+
+def test_torchrun_mode_runs_one_task_per_node_that_forwards_the_warning() -> None:
+    maker = script_maker({**_conf(), "use_srun": None, "nodes": 2, "nproc_per_node": 4, "timeout_min": 60},
+                         parse_template("", "t"))
+    text = maker.render(BATCH_DIR, ArrayChunk(0, 1))
+    assert maker.use_srun and "--ntasks-per-node=1" in text and "--nodes=2" in text
+    (launch,) = [line for line in text.splitlines() if line.startswith("srun")]
+    assert "-m torch.distributed.run" in launch and "--nproc-per-node=4" in launch
+    assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2" in launch and "--shutdown-timeout=120" in launch
+    assert "-m slurmml.launcher.task" in launch and " -u " not in launch.split("torch.distributed.run")[1]
+    assert "#SBATCH --signal=USR2@120" in text  # to the job step, torchrun, which forwards it
+
+
+def test_torchrun_mode_with_several_tasks_per_node_is_refused() -> None:
+    from slurmml.errors import SlurmmlError
+    from slurmml.launcher.plan import check_fields
+
+    with pytest.raises(SlurmmlError, match="leave tasks_per_node at 1"):
+        check_fields({"nproc_per_node": 2, "tasks_per_node": 2})
