@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS = {
     "base": ("slurmml.errors", "slurmml.home", "slurmml.core"),
-    "adapters": ("slurmml.slurm", "slurmml.registry", "slurmml.tracking", "slurmml.devcluster",
+    "adapters": ("slurmml.slurm", "slurmml.registry", "slurmml.tracking", "slurmml.devcluster", "slurmml.integrations",
                  "slurmml"),  # the package root is the in-job API: `import slurmml; slurmml.log(...)`
     "services": ("slurmml.launcher", "slurmml.poller", "slurmml.report", "slurmml.control"),
     "front ends": ("slurmml.cli", "slurmml.tui", "slurmml.__main__", "hydra_plugins"),
