@@ -113,12 +113,12 @@ def main(cfg: DictConfig) -> float:
         model = nn.parallel.DistributedDataParallel(model)
 
     val_acc, _ = evaluate(model, x_val, y_val)
+    since = time.monotonic()  # training time counts every epoch's work, its checkpoint included
     for epoch in range(first_epoch, cfg.epochs + 1):
         if time_is_up(cfg, trained_s):
             break
         if cfg.fail_at_epoch is not None and epoch == cfg.fail_at_epoch:
             raise RuntimeError(f"failing on purpose at epoch {epoch} (fail_at_epoch)")
-        began = time.monotonic()
         model.train()
         total = 0.0
         for idx in torch.randperm(len(x_train), generator=gen).split(cfg.batch_size):
@@ -129,7 +129,11 @@ def main(cfg: DictConfig) -> float:
             optimizer.step()
             total += loss.item() * len(idx)
         val_acc, val_loss = evaluate(model, x_val, y_val)
-        trained_s += time.monotonic() - began
+        trained_s, since = trained_s + time.monotonic() - since, time.monotonic()
+        if world > 1:  # every rank must stop at the same epoch: they agree on the slowest one's time
+            spent = torch.tensor([trained_s])
+            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
+            trained_s = spent.item()
         slurmml.log(step=epoch, loss=total / len(x_train), val_loss=val_loss, val_acc=val_acc, trained_s=trained_s)
         print(f"epoch {epoch}/{cfg.epochs} loss={total / len(x_train):.4f} val_acc={val_acc:.4f}", flush=True)
         # saves every epoch; when Slurm warns of the time limit or a preemption, also requeues and ends here

@@ -47,6 +47,17 @@ def why_warned(job: Mapping[str, str], now: float, signal_delay_s: float) -> str
     return SIGNAL
 
 
+def stop_at(reason: str, job: Mapping[str, str], warned_at: float, lead_s: float) -> float:
+    """When the task stops to save and requeue. Slurm sends the time-limit warning at its first check (every
+    30 s) past EndTime - lead - 30 s, so up to a minute before the lead asked for: the task trains on until
+    EndTime - lead, the time the user said a save needs. A preemption's GraceTime is short, and a person's
+    signal means now: at once."""
+    end = scontrol_time(job.get("EndTime"))
+    if reason != TIMEOUT or end is None:
+        return warned_at
+    return max(warned_at, end - lead_s)
+
+
 @dataclass(frozen=True)
 class Decision:
     requeue: bool

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Single-node Slurm dev cluster: munge, MariaDB, slurmdbd, slurmctld and slurmd on this
-# machine, with accounting (sacct) and 4 placeholder GPUs.
+# Slurm dev cluster on this one machine: munge, MariaDB, slurmdbd, slurmctld and one slurmd per node
+# (Debian's Slurm is built with multiple-slurmd), with accounting (sacct) and placeholder GPUs:
+#   node $HOST   64 CPUs, gpu:4   partitions gpu (default) and cpu
+#   nodes n1,n2  16 CPUs, gpu:2   partition multi (jobs over several nodes), and the preemptible pair
+#                                 low (PriorityTier=1, PreemptMode=REQUEUE, GraceTime) and high (PriorityTier=10)
 #
 #   devcluster.sh up      install if needed (Debian, root), write the configs, start what is
 #                         not running, wait until the node is idle; a no-op when all runs
@@ -28,6 +31,14 @@ MARK="# Written by slurmml devcluster.sh; \`devcluster.sh up\` overwrites change
 NODE_CPUS=64
 NODE_MEM=65536
 NODE_GPUS=4
+# The small nodes: several-node jobs and preemption (a high-tier job asking for a whole node preempts a low one).
+EXTRA_NODES=(n1 n2)
+EXTRA_CPUS=16
+EXTRA_MEM=16384
+EXTRA_GPUS=2
+EXTRA_PORT0=17001
+GRACE_S=10
+HOSTS_MARK="# slurmml devcluster nodes"
 
 export SLURM_CONF=$SLURM_CONF_FILE
 unset SLURM_CLUSTERS || true
@@ -53,15 +64,19 @@ fail_with_log() { # message logfile
 
 # ---------------------------------------------------------------------------- processes
 
-comms_of() { case $1 in mysqld) echo "mariadbd mysqld" ;; *) echo "$1" ;; esac; }
+# A node's slurmd is named slurmd@NODE here (its record, its pid file); its command is slurmd.
+comms_of() { case $1 in mysqld) echo "mariadbd mysqld" ;; slurmd@*) echo slurmd ;; *) echo "$1" ;; esac; }
 pidfile_of() {
     case $1 in
     munged) echo /run/munge/munged.pid ;;
     mysqld) echo /run/mysqld/mysqld.pid ;;
     slurmdbd | slurmctld | slurmd) echo "$RUN/$1.pid" ;;
+    slurmd@*) echo "$RUN/slurmd-${1#slurmd@}.pid" ;;
     *) echo "" ;;
     esac
 }
+all_nodes() { echo "$HOST" "${EXTRA_NODES[@]}"; }
+extra_node_range() { echo "n[1-${#EXTRA_NODES[@]}]"; }
 
 # is_proc PID NAME: PID is a live (not zombie) process whose command is NAME.
 is_proc() {
@@ -82,6 +97,17 @@ daemon_pid() {
     if [ -n "$f" ] && [ -r "$f" ]; then
         { read -r p <"$f"; } 2>/dev/null || p=""
         if is_proc "${p:-x}" "$name"; then echo "$p"; return 0; fi
+    fi
+    if [[ $name == slurmd@* ]]; then # several slurmd run: find the one started with -N NODE
+        for d in /proc/[0-9]*; do
+            is_proc "${d#/proc/}" slurmd || continue
+            if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qE -- "-N ${name#slurmd@}( |$)"; then
+                echo "${d#/proc/}"
+                return 0
+            fi
+        done
+        echo ""
+        return 0
     fi
     for d in /proc/[0-9]*; do
         { read -r comm <"$d/comm"; } 2>/dev/null || continue
@@ -157,11 +183,11 @@ ctld_ok() { local out; out=$(timeout 20 scontrol ping 2>/dev/null) && [[ $out ==
 cluster_listed() { awk -F'|' -v c="$CLUSTER" '$1 == c {ok = 1} END {exit !ok}' <<<"$CLUSTERS_OUT"; }
 cluster_registered() { awk -F'|' -v c="$CLUSTER" '$1 == c && $2 != "" {ok = 1} END {exit !ok}' <<<"$CLUSTERS_OUT"; }
 registered_now() { dbd_query && cluster_registered; }
-node_state() { timeout 20 sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | sed -n 1p; }
-node_reason() { timeout 20 sinfo -h -N -n "$HOST" -o '%E' 2>/dev/null | sed -n 1p; }
-node_ok() { case $(node_state) in idle | mixed | allocated | completing | planned) return 0 ;; *) return 1 ;; esac; }
+node_state() { timeout 20 sinfo -h -N -n "${1:-$HOST}" -o '%T' 2>/dev/null | sed -n 1p; }
+node_reason() { timeout 20 sinfo -h -N -n "${1:-$HOST}" -o '%E' 2>/dev/null | sed -n 1p; }
+node_ok() { case $(node_state "${1:-$HOST}") in idle | mixed | allocated | completing | planned) return 0 ;; *) return 1 ;; esac; }
 # slurmd has registered: the node has a state and is not marked not-responding ("*").
-node_responding() { case $(node_state) in "" | unknown | *'*') return 1 ;; *) return 0 ;; esac; }
+node_responding() { case $(node_state "${1:-$HOST}") in "" | unknown | *'*') return 1 ;; *) return 0 ;; esac; }
 
 # --------------------------------------------------------------------------- preflight
 
@@ -249,11 +275,12 @@ SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
 StateSaveLocation=$STATE/slurmctld
-SlurmdSpoolDir=$STATE/slurmd
+# one slurmd per node (slurmd -N NODE): %n keeps their spool, pid and log apart
+SlurmdSpoolDir=$STATE/slurmd/%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/slurmd-%n.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
@@ -270,6 +297,11 @@ KillWait=2
 # 121 s): 10 s keeps requeue and preemption tests short without forcing an early start, which slurmd
 # refuses ("Job credential revoked") when it lands in the same second as the requeue.
 AuthInfo=cred_expire=10
+# Preemption by partition tier: a high-tier job takes the nodes of low-tier ones, which get their --signal at
+# once (the warning slurmml requeues on), TERM after GraceTime, and are requeued (sacct: PREEMPTED).
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
 MinJobAge=300
 MaxJobCount=50000
 MaxArraySize=10001
@@ -290,9 +322,13 @@ JobAcctGatherFrequency=10
 # no cgroups here: kill jobs over their requested memory from the accounting samples (OUT_OF_MEMORY)
 JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
-PartitionName=gpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
-PartitionName=cpu Nodes=$HOST MaxTime=INFINITE State=UP
+NodeName=$HOST NodeAddr=127.0.0.1 Port=6818 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
+NodeName=$(extra_node_range) NodeHostName=$HOST NodeAddr=127.0.0.1 Port=[$EXTRA_PORT0-$((EXTRA_PORT0 + ${#EXTRA_NODES[@]} - 1))] CPUs=$EXTRA_CPUS Sockets=1 CoresPerSocket=$EXTRA_CPUS ThreadsPerCore=1 RealMemory=$EXTRA_MEM Gres=gpu:$EXTRA_GPUS State=UNKNOWN
+PartitionName=gpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=cpu Nodes=$HOST MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=multi Nodes=$(extra_node_range) MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=low Nodes=$(extra_node_range) MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=$GRACE_S
+PartitionName=high Nodes=$(extra_node_range) MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
 }
 
@@ -303,6 +339,10 @@ $MARK
 AutoDetect=off
 NodeName=$HOST Name=gpu File=$STATE/gpu[0-$((NODE_GPUS - 1))]
 EOF
+    local node
+    for node in "${EXTRA_NODES[@]}"; do
+        echo "NodeName=$node Name=gpu File=$STATE/$node-gpu[0-$((EXTRA_GPUS - 1))]"
+    done
 }
 
 gen_dbd_conf() { # PASSWORD
@@ -356,17 +396,23 @@ db_password() {
 }
 
 prepare_dirs() {
-    local i
+    local i node
     mkdir -p "$STATE" "$CONF_DIR"
     chmod 755 "$STATE"
     install -d -m 755 -o slurm -g slurm "$RUN" "$LOG" "$STATE/slurmctld"
     install -d -m 755 "$STATE/slurmd"
+    for node in $(all_nodes); do install -d -m 755 "$STATE/slurmd/$node"; done
     # Placeholder GPU devices: character devices like /dev/null (slurmd logs an error for
     # plain files, though it accepts them); plain files where mknod is not allowed.
-    for ((i = 0; i < NODE_GPUS; i++)); do
-        [ -c "$STATE/gpu$i" ] && continue
-        rm -f "$STATE/gpu$i"
-        mknod -m 666 "$STATE/gpu$i" c 1 3 2>/dev/null || : >"$STATE/gpu$i"
+    local devices=()
+    for ((i = 0; i < NODE_GPUS; i++)); do devices+=("gpu$i"); done
+    for node in "${EXTRA_NODES[@]}"; do
+        for ((i = 0; i < EXTRA_GPUS; i++)); do devices+=("$node-gpu$i"); done
+    done
+    for i in "${devices[@]}"; do
+        [ -c "$STATE/$i" ] && continue
+        rm -f "$STATE/$i"
+        mknod -m 666 "$STATE/$i" c 1 3 2>/dev/null || : >"$STATE/$i"
     done
     install -d -m 755 -o munge -g munge /run/munge
     install -d -m 700 -o munge -g munge /var/log/munge /var/lib/munge
@@ -452,6 +498,36 @@ start_slurm_daemon() { # NAME READY_CHECK SECONDS
     DID=1
 }
 
+# start_slurmd NODE: this node's slurmd (multiple-slurmd: `slurmd -N NODE`, its own port from slurm.conf).
+start_slurmd() {
+    local node=$1 pid
+    say "starting slurmd for node $node"
+    (cd / && /usr/sbin/slurmd -N "$node" </dev/null >"$LOG/slurmd-$node.start" 2>&1 9>&-) || {
+        cat "$LOG/slurmd-$node.start" >>"$LOG/slurmd-$node.log" 2>/dev/null || true
+        fail_with_log "slurmd for node $node failed to start" "$LOG/slurmd-$node.log"
+    }
+    retry 60 node_responding "$node" || fail_with_log "slurmd for node $node is not ready after 60s" "$LOG/slurmd-$node.log"
+    pid=$(daemon_pid "slurmd@$node")
+    record_set "slurmd@$node" "${pid:-?}"
+    DID=1
+}
+
+# The extra nodes' names must resolve (there is no nss-myhostname here): they all live at 127.0.0.1.
+ensure_hosts() {
+    local node missing=()
+    for node in "${EXTRA_NODES[@]}"; do getent hosts "$node" >/dev/null || missing+=("$node"); done
+    [ ${#missing[@]} = 0 ] && return 0
+    say "adding ${missing[*]} to /etc/hosts (127.0.0.1)"
+    echo "127.0.0.1 ${missing[*]} $HOSTS_MARK" >>/etc/hosts
+}
+
+# Every slurmd: one per node, and the single one an older devcluster.sh started.
+stop_slurmds() {
+    local node
+    for node in $(all_nodes); do stop_daemon_for_restart "slurmd@$node"; done
+    [ -z "$(record_get slurmd)" ] || stop_daemon_for_restart slurmd
+}
+
 stop_daemon_for_restart() { # NAME
     local pid
     pid=$(daemon_pid "$1")
@@ -459,18 +535,18 @@ stop_daemon_for_restart() { # NAME
     record_del "$1"
 }
 
-wait_node() {
-    local st i resumed=0 reason
+wait_node() { # NODE
+    local node=$1 st i resumed=0 reason
     for ((i = 0; i < 300; i++)); do
-        st=$(node_state)
+        st=$(node_state "$node")
         case $st in
         idle | mixed | allocated | completing | planned) return 0 ;;
         inval | *'*' | unknown | "") ;; # not (yet) registered / not responding
         down | drain* | drained | fail*)
             if [ "$resumed" = 0 ]; then
-                reason=$(node_reason)
-                say "node $HOST is $st (${reason:-no reason given}); resuming it"
-                timeout 20 scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+                reason=$(node_reason "$node")
+                say "node $node is $st (${reason:-no reason given}); resuming it"
+                timeout 20 scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
                 resumed=1
                 DID=1
             fi
@@ -480,9 +556,9 @@ wait_node() {
         if [ "$st" = inval ] && [ "$i" -ge 50 ]; then break; fi
         sleep 0.2
     done
-    reason=$(node_reason)
-    echo "devcluster: error: node $HOST is '${st:-not known to slurmctld}', not idle (reason: ${reason:-none given}); see $LOG/slurmd.log and $LOG/slurmctld.log" >&2
-    log_tail "$LOG/slurmd.log" 3
+    reason=$(node_reason "$node")
+    echo "devcluster: error: node $node is '${st:-not known to slurmctld}', not idle (reason: ${reason:-none given}); see $LOG/slurmd-$node.log and $LOG/slurmctld.log" >&2
+    log_tail "$LOG/slurmd-$node.log" 3
     log_tail "$LOG/slurmctld.log" 3
     exit 1
 }
@@ -493,6 +569,7 @@ do_up() {
     install_packages
     DID=0
     prepare_dirs
+    ensure_hosts
 
     local pw slurm_changed=0 gres_changed=0 dbd_changed=0
     pw=$(db_password)
@@ -527,21 +604,24 @@ do_up() {
 
     if [ "$slurm_changed" = 1 ] || [ "$gres_changed" = 1 ]; then
         if [ -n "$(daemon_pid slurmctld)" ] || [ -n "$(daemon_pid slurmd)" ]; then
-            say "slurm.conf/gres.conf changed; restarting slurmctld and slurmd"
-            stop_daemon_for_restart slurmd
+            say "slurm.conf/gres.conf changed; restarting slurmctld and every slurmd"
+            stop_slurmds
             stop_daemon_for_restart slurmctld
         fi
     fi
     [ -n "$(daemon_pid slurmctld)" ] || start_slurm_daemon slurmctld ctld_ok 60
-    [ -n "$(daemon_pid slurmd)" ] || start_slurm_daemon slurmd node_responding 60
-    wait_node
+    local node
+    for node in $(all_nodes); do
+        [ -n "$(daemon_pid "slurmd@$node")" ] || start_slurmd "$node"
+    done
+    for node in $(all_nodes); do wait_node "$node"; done
     { [ "$DID" = 0 ] && cluster_registered; } || retry 30 registered_now ||
         fail_with_log "slurmctld did not register cluster $CLUSTER with slurmdbd within 30s" "$LOG/slurmctld.log"
 
     if [ "$DID" = 0 ]; then
-        say "already up: cluster $CLUSTER, node $HOST $(node_state); nothing to do ($(elapsed))"
+        say "already up: cluster $CLUSTER, nodes $(all_nodes | tr ' ' ','); nothing to do ($(elapsed))"
     else
-        say "up in $(elapsed): cluster $CLUSTER, node $HOST ($NODE_CPUS CPUs, ${NODE_MEM} MB, gpu:$NODE_GPUS) $(node_state); partitions gpu (default), cpu; logs in $LOG"
+        say "up in $(elapsed): cluster $CLUSTER, node $HOST ($NODE_CPUS CPUs, ${NODE_MEM} MB, gpu:$NODE_GPUS) $(node_state), nodes $(extra_node_range) ($EXTRA_CPUS CPUs, ${EXTRA_MEM} MB, gpu:$EXTRA_GPUS each); partitions gpu (default), cpu on $HOST, multi, low, high on $(extra_node_range); logs in $LOG"
     fi
 }
 
@@ -555,7 +635,7 @@ do_down() {
         return 0
     fi
     local name pid safe
-    for name in slurmd slurmctld slurmdbd; do
+    for name in $(for node in $(all_nodes); do echo "slurmd@$node"; done) slurmd slurmctld slurmdbd; do
         pid=$(record_get "$name")
         [ -n "$pid" ] || continue
         if is_proc "$pid" "$name"; then
@@ -606,25 +686,28 @@ do_status() {
         say "not installed: Slurm is missing here (on Debian, as root: devcluster.sh up)"
         return 1
     fi
-    local ok=0 name pid started st reason
-    for name in munged mysqld slurmdbd slurmctld slurmd; do
+    local ok=0 name pid started st reason node
+    for name in munged mysqld slurmdbd slurmctld $(for node in $(all_nodes); do echo "slurmd@$node"; done); do
         pid=$(daemon_pid "$name")
         if [ -n "$pid" ]; then
             started=""
             [ -n "$(record_get "$name")" ] || started=" (not started by devcluster)"
-            printf 'devcluster: %-9s running, pid %s%s\n' "$name" "$pid" "$started"
+            printf 'devcluster: %-10s running, pid %s%s\n' "$name" "$pid" "$started"
         else
-            printf 'devcluster: %-9s not running\n' "$name"
+            printf 'devcluster: %-10s not running\n' "$name"
             ok=1
         fi
     done
     munge_ok || { say "munge does not answer"; ok=1; }
     if [ -n "$(daemon_pid slurmctld)" ]; then
-        st=$(node_state)
-        reason=$(node_reason)
-        [ "$reason" = none ] && reason=""
-        say "node $HOST: ${st:-unknown}${reason:+ ($reason)}; partitions: $(timeout 20 sinfo -h -o '%P' 2>/dev/null | tr '\n' ' ' | sed 's/ $//')"
-        node_ok || ok=1
+        for node in $(all_nodes); do
+            st=$(node_state "$node")
+            reason=$(node_reason "$node")
+            [ "$reason" = none ] && reason=""
+            say "node $node: ${st:-unknown}${reason:+ ($reason)}"
+            node_ok "$node" || ok=1
+        done
+        say "partitions: $(timeout 20 sinfo -h -o '%P' 2>/dev/null | tr '\n' ' ' | sed 's/ $//')"
     else
         say "node $HOST: unknown (slurmctld is not running)"
         ok=1

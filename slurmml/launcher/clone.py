@@ -132,9 +132,10 @@ def launcher_overrides(overrides: list[str]) -> list[str]:
 # -- side effects ------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _working_dir(path: Path) -> Iterator[None]:
+def working_dir(path: Path) -> Iterator[None]:
     """Compose and submit from the sweep's working directory, as the launch did: relative sweep and log
-    folders (hydra.sweep.dir=out) mean the same, and the job starts there (sbatch's cwd)."""
+    folders (hydra.sweep.dir=out) mean the same, and the job starts there (sbatch's cwd). Clones and
+    resubmissions."""
     before = os.getcwd()
     try:
         os.chdir(path)
@@ -197,7 +198,7 @@ def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = Fal
     payload, index = load_parent_payload(parent)
     overrides = list(changes) if replace else merge_overrides(list(payload.overrides[index]), list(changes))
     overrides = unmask_overrides(overrides, list(payload.overrides[index]))
-    with _working_dir(cwd):
+    with working_dir(cwd):
         check_composes(payload, overrides)  # nothing is recorded, staged or submitted for overrides that do not compose
         if backend == "slurm":  # the staged payload has the real launcher settings; the registry's copy is masked
             maker = recorded_script_maker(payload.launcher or parent.get("launcher") or {})  # (older payloads lack them)

@@ -67,7 +67,7 @@ class SlurmQueueConf(BaseQueueConf):
     # otherwise the batch script itself becomes the task (cheaper to start, gets the USR2 warning too)
     use_srun: Optional[bool] = None
     # torchrun mode: each node's one Slurm task runs `torchrun --nproc-per-node=N` (static rendezvous at the first
-    # node), which forwards Slurm's warning signal to its workers; leave tasks_per_node at 1
+    # node); Slurm's warning signal reaches the workers, torchrun ignores it; leave tasks_per_node at 1
     nproc_per_node: Optional[int] = None
 
     # cap each job array at this many tasks (null: the cluster's MaxArraySize); bigger sweeps split

@@ -72,28 +72,29 @@ def check_fields(conf: Mapping[str, Any]) -> None:
 
 
 def warning_lead_s(conf: Mapping[str, Any]) -> int:
-    """Seconds before the time limit that Slurm sends the warning signal: signal_delay_s, but at most half the
-    limit. A lead as long as the limit would warn at the start of every execution and requeue it forever;
-    slurmctld checks time limits about every 30 s, so half a 1-minute limit still leaves time to save."""
+    """Seconds before the time limit that Slurm is asked to send the warning signal: signal_delay_s, but at most
+    a quarter of the limit. slurmctld sends it at its first time-limit check (every 30 s) past EndTime - lead -
+    30 s, so it comes up to a minute early: with a 1-minute limit and a 30 s lead, at the job's start, every
+    time. A quarter (15 s of a minute) leaves a short job some training and still the time to save."""
     lead = int(conf.get("signal_delay_s") if conf.get("signal_delay_s") is not None else 120)
     limit_s = int(conf.get("timeout_min") or 0) * 60
-    return min(lead, limit_s // 2) if limit_s else lead
-
-
-# torchrun's own default, plus Slurm's warning signal: forwarded to the workers, which save and requeue
-TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2"
+    return min(lead, limit_s // 4) if limit_s else lead
 
 
 def torchrun_command(python: str, task_args: list[str], nproc_per_node: int, lead_s: int) -> str:
     """The shell command each node's task runs in torchrun mode: torch.distributed.run with a static rendezvous
-    at the allocation's first node on the job-seeded port (core.distributed.master_port's rule), the warning
-    signal forwarded, and the workers given the warning's lead to save before torchrun kills them."""
+    at the allocation's first node on the job-seeded port (core.distributed.master_port's rule).
+
+    Slurm signals every process of a job step, so the workers get the warning (USR2) themselves. torchrun
+    must not act on it: told to handle a signal, it forwards it and then stops its workers with TERM at once,
+    before they reach a checkpoint point. So it starts with USR2 ignored (kept across exec; the workers'
+    slurmml handler takes it back), and on TERM it gives its workers the warning's lead to flush and end."""
     module_args = shlex.join(task_args[task_args.index("-m") + 1:])  # torchrun runs `python -u -m` itself
-    script = (f"exec {python} -m torch.distributed.run --nnodes=\"$SLURM_JOB_NUM_NODES\" --node-rank=\"$SLURM_NODEID\" "
-              f"--nproc-per-node={int(nproc_per_node)} "
+    script = (f"trap '' USR2; exec {python} -m torch.distributed.run --nnodes=\"$SLURM_JOB_NUM_NODES\" "
+              f"--node-rank=\"$SLURM_NODEID\" --nproc-per-node={int(nproc_per_node)} "
               f"--master-addr=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\" "
-              f"--master-port=$((20000 + SLURM_JOB_ID % 10000)) --signals-to-handle={TORCHRUN_SIGNALS} "
-              f"--shutdown-timeout={max(10, int(lead_s))} -m {module_args}")
+              f"--master-port=$((20000 + SLURM_JOB_ID % 10000)) --shutdown-timeout={max(10, int(lead_s))} "
+              f"-m {module_args}")
     return "bash -c " + shlex.quote(script)
 
 

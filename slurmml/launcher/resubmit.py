@@ -111,40 +111,37 @@ def retarget_array(script: str, spec: str) -> str:
 
 def resubmit(registry: Any, sweep: str, states: Iterable[str] = (), changes: Iterable[str] = (),
              dry_run: bool = False) -> list[BatchResubmission]:
+    from slurmml.launcher.clone import working_dir
     from slurmml.launcher.plan import ArrayChunk, check_fields
     from slurmml.launcher.slurm_backend import check_known_fields, recorded_script_maker
     from slurmml.launcher.sweep_lookup import one_sweep_id
+    from slurmml.registry.sweep_reads import run_spools, sweep_launch
 
     sweep_id = one_sweep_id(registry, sweep)
-    info = next(s for s in registry.sweeps() if s["id"] == sweep_id)
+    info = sweep_launch(registry.conn, sweep_id)
     if info.get("backend") != "slurm":
         raise SlurmmlError(f"sweep {sweep_id} ran on this machine (slurmml_local): there is no Slurm job to resubmit")
     if info.get("user") and info["user"] != getpass.getuser():
         raise SlurmmlError(f"sweep {sweep_id} belongs to {info['user']}: only its owner can resubmit it")
     chosen = choose_states(states)
-    todo = plan(registry.runs(sweep=sweep_id), chosen)
+    todo = plan(run_spools(registry.conn, sweep_id), chosen)
     if not todo:
         raise SlurmmlError(f"sweep {sweep_id} has no runs in {', '.join(chosen)}: nothing to resubmit")
     updates = parse_changes(changes)
-    cwd = Path(info.get("cwd") or info.get("sweep_dir") or ".")
-    makers = []
-    for target in todo:
-        payload = _payload(target.batch_dir)
-        conf = {**(payload.launcher or {}), **updates}
-        check_known_fields(conf)
-        check_fields(conf)
-        makers.append(recorded_script_maker(conf))
-    if dry_run:
-        return todo
-    before = os.getcwd()
-    os.chdir(cwd)  # as the launch did: relative folders mean the same, and the job starts there
-    try:
+    with working_dir(Path(info.get("cwd") or info.get("sweep_dir") or ".")):
+        makers = []  # every batch's script can be built before anything is submitted
+        for target in todo:
+            payload = _payload(target.batch_dir)
+            conf = {**(payload.launcher or {}), **updates}
+            check_known_fields(conf)
+            check_fields(conf)
+            makers.append(recorded_script_maker(conf))
+        if dry_run:
+            return todo
         for target, maker in zip(todo, makers):
             # rendered as an array of at least two (submitit writes no --array line for one), then pointed
             # at exactly these tasks
             _submit(registry, target, maker, ArrayChunk(0, max(2, max(target.tasks.values()) + 1)))
-    finally:
-        os.chdir(before)
     return todo
 
 

@@ -38,3 +38,16 @@ def logged_metrics(conn: sqlite3.Connection, sweep_ids: list[str]) -> dict[str, 
     return dict(conn.execute(
         f"SELECT k.name, count(*) FROM metric_summary s JOIN metric_keys k USING (key) JOIN runs r USING (run) "
         f"WHERE r.sweep_id IN ({placeholders(len(sweep_ids))}) GROUP BY k.name", sweep_ids).fetchall())
+
+
+def run_spools(conn: sqlite3.Connection, sweep_id: str) -> list[dict]:
+    """Each run of the sweep with its state and spool path (`<batch dir>/spool/<index>.jsonl`: which batch it
+    is in and at which task index), in job-number order."""
+    rows = conn.execute("SELECT id, state, spool_path FROM runs WHERE sweep_id = ? ORDER BY job_num", (sweep_id,))
+    return [{"id": row[0], "state": row[1], "spool_path": row[2]} for row in rows]
+
+
+def sweep_launch(conn: sqlite3.Connection, sweep_id: str) -> dict:
+    """Where and by whom the sweep was launched: user, backend, cwd (the launch's working directory) and sweep_dir."""
+    row = conn.execute("SELECT user, backend, cwd, sweep_dir FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+    return dict(zip(("user", "backend", "cwd", "sweep_dir"), row)) if row else {}

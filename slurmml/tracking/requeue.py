@@ -52,6 +52,8 @@ class _State:
         self.cooperative = False  # the task calls checkpoint points: it saves before the requeue
         self.installed = False
         self.requeued: Optional[str] = None  # the reason, once `scontrol requeue` answered
+        self.slurm_view: Optional[tuple[str, dict[str, str]]] = None  # (reason, scontrol fields), asked once
+        self.stop_at: Optional[float] = None  # when the checkpoint points stop: core.requeue.stop_at
         self.lock = threading.Lock()
 
 
@@ -65,8 +67,9 @@ def stop_requested(sync: bool = True) -> bool:
     """True once Slurm's warning signal came (time limit or preemption). With torch.distributed initialized
     and sync=True, every rank gets the same answer (one all-reduce: call it at the same point on every rank)."""
     _opt_in()
-    local = _state.warned.is_set()
-    return _agree(local) if sync else local
+    if not sync:
+        return _state.warned.is_set() and (_state.stop_at is None or time.time() >= _state.stop_at)
+    return _time_to_stop()
 
 
 def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[int] = 3, all_ranks: bool = False,
@@ -78,7 +81,7 @@ def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[i
     from slurmml.tracking.checkpoint import save_checkpoint
 
     _opt_in()
-    stopping = _agree(_state.warned.is_set())
+    stopping = _time_to_stop()
     path = None
     if stopping or (every and step % every == 0):
         path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, **objects)
@@ -96,6 +99,7 @@ def requeue_after_save(step: Optional[int] = None, checkpoint: Union[str, os.Pat
     if _from_rank_zero(requeued):
         raise Requeued(_state.requeued or "requeued")
     _state.warned.clear()  # not requeued: train on; a second signal would only repeat the refusal
+    _state.stop_at = None
 
 
 # ---------------------------------------------------------------- for the job wrapper
@@ -116,17 +120,12 @@ def requeue_now(step: Optional[int] = None, checkpoint: Optional[Path] = None) -
     """Rank 0: ask Slurm why the signal came, decide, record it in the spool and requeue this job. True once
     Slurm accepted the requeue (also when an earlier call did)."""
     from slurmml.slurm.commands import run_command
-    from slurmml.slurm.parse import parse_scontrol_job
 
     with _state.lock:
         if _state.requeued:
             return True
         job_id = job_id_from_environment(os.environ, default="")
-        fields: dict[str, str] = {}
-        if job_id:
-            shown = run_command(["scontrol", "show", "job", job_id], timeout_s=30.0)
-            fields = parse_scontrol_job(shown.stdout) if shown.ok else {}
-        reason = rules.why_warned(fields, _state.warned_at or time.time(), _signal_delay_s())
+        reason, _ = _slurm_view()
         counts = _read_counts()
         decision = rules.decide(reason, counts.get(rules.TIMEOUT, 0), _max_num_timeout(), job_id)
         _say(decision.message)
@@ -148,6 +147,38 @@ def requeue_now(step: Optional[int] = None, checkpoint: Optional[Path] = None) -
 # ---------------------------------------------------------------- internals
 
 
+def _slurm_view() -> tuple[str, dict[str, str]]:
+    """Why the warning came, and Slurm's fields about this job: one `scontrol show job` per warning."""
+    from slurmml.slurm.commands import run_command
+    from slurmml.slurm.parse import parse_scontrol_job
+
+    if _state.slurm_view is None:
+        job_id = job_id_from_environment(os.environ, default="")
+        fields: dict[str, str] = {}
+        if job_id:
+            shown = run_command(["scontrol", "show", "job", job_id], timeout_s=30.0)
+            fields = parse_scontrol_job(shown.stdout) if shown.ok else {}
+        _state.slurm_view = rules.why_warned(fields, _state.warned_at or time.time(), _signal_delay_s()), fields
+    return _state.slurm_view
+
+
+def _time_to_stop() -> bool:
+    """Whether this checkpoint point is the one that saves and requeues; the same answer on every rank. Once
+    the warning came, rank 0 asks Slurm when to stop (core.requeue.stop_at) and tells the others."""
+    if not _agree(_state.warned.is_set()):
+        return False
+    if _state.stop_at is None:
+        at = 0.0
+        if client.rank() == 0:
+            reason, fields = _slurm_view()
+            at = rules.stop_at(reason, fields, _state.warned_at or time.time(), _signal_delay_s())
+            if at > time.time() + 1:
+                _say(f"slurmml: time limit near; training on for {at - time.time():.0f} s, then saving and "
+                     f"requeueing")
+        _state.stop_at = _value_from_rank_zero(at)
+    return _agree(time.time() >= _state.stop_at)
+
+
 def _on_warning(signum: int, frame: Any) -> None:
     if _state.warned.is_set():
         return
@@ -165,6 +196,12 @@ def _on_warning(signum: int, frame: Any) -> None:
 
 def _watchdog() -> None:
     if _state.requeued or not _state.warned.is_set():
+        return
+    grace = rules.watchdog_delay_s(_signal_delay_s(), True) / 1.5  # half the lead past the planned stop
+    if _state.cooperative and _state.stop_at is not None and time.time() < _state.stop_at + grace:
+        timer = threading.Timer(_state.stop_at + grace - time.time(), _watchdog)  # training on, as planned
+        timer.daemon = True
+        timer.start()
         return
     if _state.cooperative:
         _say("slurmml: no checkpoint point came in time; requeueing without a save")
@@ -186,12 +223,12 @@ def _distributed() -> Any:
     return dist
 
 
-def _tensor(value: int) -> Any:
+def _tensor(value: float) -> Any:
     import torch
 
     dist = torch.distributed
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    return torch.tensor([value], device=device)
+    return torch.tensor([value], dtype=torch.float64, device=device)  # a Unix time keeps its fraction
 
 
 def _agree(flag: bool) -> bool:
@@ -210,12 +247,16 @@ def _barrier() -> None:
 
 
 def _from_rank_zero(flag: bool) -> bool:
+    return bool(_value_from_rank_zero(float(flag)))
+
+
+def _value_from_rank_zero(value: float) -> float:
     dist = _distributed()
     if dist is None:
-        return flag
-    tensor = _tensor(int(flag))
+        return value
+    tensor = _tensor(value)
     dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
+    return float(tensor.item())
 
 
 def _int_env(name: str, default: int) -> int:

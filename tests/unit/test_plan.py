@@ -222,10 +222,10 @@ def test_gpus_per_task_with_unset_tasks_per_node(partitions):
     assert check_request({"gpus_per_task": 1, "tasks_per_node": None}, partitions) is None
 
 
-def test_the_warning_comes_at_most_half_the_time_limit_early():
+def test_the_warning_is_asked_for_at_most_a_quarter_of_the_time_limit_early():
     from slurmml.launcher.plan import warning_lead_s
 
     assert warning_lead_s({"timeout_min": 60, "signal_delay_s": 120}) == 120
-    assert warning_lead_s({"timeout_min": 1, "signal_delay_s": 120}) == 30  # else every execution is warned at once
-    assert warning_lead_s({"timeout_min": 3}) == 90
+    assert warning_lead_s({"timeout_min": 1, "signal_delay_s": 120}) == 15  # else every execution is warned at once
+    assert warning_lead_s({"timeout_min": 3}) == 45
     assert warning_lead_s({"timeout_min": 1, "signal_delay_s": 0}) == 0

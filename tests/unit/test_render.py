@@ -111,7 +111,8 @@ def test_torchrun_mode_runs_one_task_per_node_that_forwards_the_warning() -> Non
     assert maker.use_srun and "--ntasks-per-node=1" in text and "--nodes=2" in text
     (launch,) = [line for line in text.splitlines() if line.startswith("srun")]
     assert "-m torch.distributed.run" in launch and "--nproc-per-node=4" in launch
-    assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2" in launch and "--shutdown-timeout=120" in launch
+    assert "trap '\"'\"''\"'\"' USR2; exec" in launch and "--shutdown-timeout=120" in launch  # torchrun ignores the warning
+    assert "--signals-to-handle" not in launch
     assert "-m slurmml.launcher.task" in launch and " -u " not in launch.split("torch.distributed.run")[1]
     assert "#SBATCH --signal=USR2@120" in text  # to the job step, torchrun, which forwards it
 

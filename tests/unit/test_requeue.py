@@ -57,6 +57,14 @@ def test_only_time_limits_use_up_max_num_timeout():
     assert not outside.requeue and "not a Slurm job" in outside.message
 
 
+def test_a_time_limit_warning_that_came_early_trains_on_until_the_lead_asked_for():
+    job = {"PreemptTime": "None", "EndTime": stamp(45)}  # warned 45 s before the end, 15 s asked for
+    assert rules.stop_at(rules.TIMEOUT, job, NOW, lead_s=15) == NOW + 30
+    assert rules.stop_at(rules.TIMEOUT, {"EndTime": stamp(5)}, NOW, lead_s=15) == NOW  # late: at once
+    assert rules.stop_at(rules.PREEMPTED, {"EndTime": stamp(10)}, NOW, lead_s=5) == NOW
+    assert rules.stop_at(rules.TIMEOUT, {}, NOW, lead_s=15) == NOW  # no word from Slurm
+
+
 def test_the_watchdog_waits_only_for_a_task_that_calls_checkpoint_points():
     assert rules.watchdog_delay_s(120, cooperative=False) == 0
     assert rules.watchdog_delay_s(120, cooperative=True) == 90
@@ -170,3 +178,13 @@ def test_every_rank_stops_at_the_same_step_when_one_hears_the_signal(tmp_path):
     outputs = [p.communicate(timeout=120) for p in ranks]
     assert all(p.returncode == 0 for p in ranks), [o[1][-2000:] for o in outputs]
     assert "rank 0 stops at 3" in outputs[0][0] and "rank 1 stops at 3" in outputs[1][0]
+
+
+def test_a_recorded_preemption_is_told_from_a_recorded_running_job():
+    preempted = parse_scontrol_job((DATA / "scontrol_show_job_preempted.txt").read_text())
+    running = parse_scontrol_job((DATA / "scontrol_show_job_preemptible.txt").read_text())
+    signalled_at = rules.scontrol_time(preempted["PreemptTime"])
+    assert rules.scontrol_time(preempted["EndTime"]) - signalled_at == 10  # GraceTime: as near as a time limit
+    assert rules.why_warned(preempted, signalled_at, signal_delay_s=30) == rules.PREEMPTED
+    assert running["PreemptTime"] == "None"
+    assert rules.why_warned(running, signalled_at, signal_delay_s=30) == rules.SIGNAL  # its EndTime is 5 min away
