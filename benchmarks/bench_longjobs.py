@@ -1,8 +1,9 @@
 """Long jobs: checkpoint cost, requeue turnaround, and DDP step time.
 
   (a) save and load of a model with about 100M parameters (plus its Adam state) through
-      slurmml.save_checkpoint / load_checkpoint against a bare torch.save / torch.load of the same
-      state_dicts to the same folder: median of --reps each. Goal: slurmml within 1.1x.
+      slurmml.save_checkpoint(keep=1) / load_checkpoint against a bare torch.save / torch.load of the same
+      state_dicts to the same folder, a file per save (fsynced, the older one removed): median of --reps
+      each, run in turns. Goal: slurmml within 1.1x.
   (b) on the dev cluster (`slurmml cluster up`), examples/train.py with a 1-minute time limit: from the
       requeue record (the checkpoint point that saw Slurm's warning) to the first step logged by the
       resumed execution, for every requeue of one run. Goal: under cred_expire + 15 s (cred_expire is 10 s
@@ -57,16 +58,20 @@ def checkpoint_costs(folder: Path, reps: int) -> dict[str, float]:
     params = sum(p.numel() for p in model.parameters())
     folder.mkdir(parents=True, exist_ok=True)
     client.start_run(folder / "spool.jsonl", "bench", folder, {})
-    bare = folder / "bare.pt"
+    saved: list[Path] = []
 
-    def bare_save() -> None:  # what a careful user writes by hand: the same folder, fsynced
-        with open(bare, "wb") as handle:
+    def bare_save() -> None:  # what a careful user writes by hand: a file per step, fsynced, the older one removed
+        path = folder / f"bare_{len(saved)}.pt"
+        with open(path, "wb") as handle:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        saved.append(path)
+        if len(saved) > 1:
+            saved[-2].unlink()
 
     def bare_load() -> None:
-        state = torch.load(bare, map_location="cpu")
+        state = torch.load(saved[-1], map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
 
@@ -75,7 +80,7 @@ def checkpoint_costs(folder: Path, reps: int) -> dict[str, float]:
                        reps)
     loads = timed_pair(bare_load, lambda: slurmml.load_checkpoint(model=model, optimizer=optimizer), reps)
     figures = {"params_M": params / 1e6, "bare_save_s": saves[0], "slurmml_save_s": saves[1],
-               "bare_load_s": loads[0], "slurmml_load_s": loads[1], "size_MB": bare.stat().st_size / 1e6}
+               "bare_load_s": loads[0], "slurmml_load_s": loads[1], "size_MB": saved[-1].stat().st_size / 1e6}
     client.end_run()
     return figures
 

@@ -168,3 +168,47 @@ def test_a_requeue_slurm_refuses_is_one_line_and_the_checkpoint_stays(not_requeu
     assert "Traceback" not in stderr
     saved = sorted((Path(run["run_dir"]) / "checkpoints").glob("step_*.pt"))
     assert saved, "the checkpoint saved at the warning is gone"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["hydra.launcher.nodes=3", "hydra.launcher.partition=multi"], "nodes=3 but partition multi has 2 node(s)"),
+    (["hydra.launcher.tasks_per_node=20", "hydra.launcher.partition=multi"],
+     "20 CPUs per node requested (cpus_per_task x tasks_per_node) but nodes in partition multi have at most 16"),
+    (["hydra.launcher.nproc_per_node=2", "hydra.launcher.tasks_per_node=2"], "leave tasks_per_node at 1"),
+])
+def test_a_job_bigger_than_the_cluster_is_one_line_and_leaves_nothing(tmp_path: Path, overrides: list[str],
+                                                                        message: str) -> None:
+    result = run_app([TRAIN, "-m", "hydra/launcher=slurmml", f"hydra.sweep.dir={tmp_path}/sweep", *overrides],
+                     cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["multirun.yaml"]  # Hydra's own
+
+
+@pytest.mark.parametrize("framework, metric", [("lightning", "loss"), ("huggingface", "loss")])
+def test_lightning_and_hugging_face_runs_requeue_and_resume(tmp_path: Path, unique_name: str, framework: str,
+                                                            metric: str) -> None:
+    from tests.conftest import copy_app
+
+    app = copy_app("frameworks", tmp_path / "app")
+    result = run_app(["frameworks.py", "-m", "hydra/launcher=slurmml", f"framework={framework}",
+                      "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=10", "hydra.launcher.poll_interval_s=5",
+                      f"hydra.launcher.name={unique_name}", "hydra.sweep.dir=sweep"], cwd=app, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = re.search(r"sweep (\d{8}-\d{6}-[0-9a-f]{4})", result.stderr).group(1)
+    wait_until(lambda: the_run(sweep)["metrics"].get(metric, {}).get("count", 0) >= 10, timeout_s=180, interval_s=1,
+               what=f"the {framework} run to train")
+    sent = run_command(["scancel", "--signal=USR2", "--batch", the_run(sweep)["slurm_job_id"]])  # the task itself
+    assert sent.ok, sent.stderr
+    run = wait_until(lambda: ended(sweep), timeout_s=240, interval_s=3, what=f"the signalled {framework} run to end")
+    assert run["state"] == "COMPLETED", (run["state"], run["error"], run["executions"])
+    first, *later = run["executions"]
+    assert (first["state"], first["reason"]) == ("REQUEUED", "SIGNAL") and later, run["executions"]
+    assert later[-1]["state"] == "COMPLETED" and later[0]["resumed_from"] is not None
+    assert run["result"] == 60.0  # every step trained, across the two executions
+    summary = run["metrics"][metric]
+    with registry() as reg:
+        steps = [row[0] for row in reg.conn.execute(
+            "SELECT m.step FROM metrics m JOIN runs r USING (run) JOIN metric_keys k USING (key) "
+            "WHERE r.id = ? AND k.name = ? ORDER BY m.step", (run["id"], metric))]
+    assert steps == sorted(set(steps)) and len(steps) == summary["count"] >= 55, steps  # each step once
