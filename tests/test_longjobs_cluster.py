@@ -212,3 +212,24 @@ def test_lightning_and_hugging_face_runs_requeue_and_resume(tmp_path: Path, uniq
             "SELECT m.step FROM metrics m JOIN runs r USING (run) JOIN metric_keys k USING (key) "
             "WHERE r.id = ? AND k.name = ? ORDER BY m.step", (run["id"], metric))]
     assert steps == sorted(set(steps)) and len(steps) == summary["count"] >= 55, steps  # each step once
+
+
+def test_a_rank_that_ends_during_the_save_is_one_line_and_the_run_goes_on(tmp_path: Path, unique_name: str) -> None:
+    from tests.conftest import copy_app
+
+    app = copy_app("dies", tmp_path / "app")
+    result = run_app(["dies.py", "-m", "hydra/launcher=slurmml", "hydra.launcher.tasks_per_node=2",
+                      "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=10", "hydra.launcher.poll_interval_s=5",
+                      f"hydra.launcher.name={unique_name}", "hydra.sweep.dir=sweep"], cwd=app, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = re.search(r"sweep (\d{8}-\d{6}-[0-9a-f]{4})", result.stderr).group(1)
+    wait_until(lambda: the_run(sweep)["metrics"].get("value", {}).get("count", 0) >= 10, timeout_s=180, interval_s=1,
+               what="the two-task run to train")
+    assert run_command(["scancel", "--signal=USR2", the_run(sweep)["slurm_job_id"]]).ok  # to both tasks
+    run = wait_until(lambda: ended(sweep), timeout_s=240, interval_s=3, what="the run to end")
+    assert run["state"] == "COMPLETED", (run["state"], run["error"], run["executions"])
+    assert [(e["state"], e["reason"]) for e in run["executions"]] == [("REQUEUED", "SIGNAL"), ("COMPLETED", None)]
+    logs = "".join(log.read_text() for log in (app / "sweep" / ".slurmml" / "logs").glob("*_log.err"))
+    lines = [line for line in logs.splitlines() if "a rank ended while step" in line]
+    assert len(lines) == 1 and "requeueing without it" in lines[0], logs[-3000:]
+    assert run["result"] == 80.0  # rank 0's state of the step it saved, then the rest of the steps

@@ -20,6 +20,7 @@ from slurmml.launcher.plan import (ArrayChunk, Template, job_environment, log_fo
                                    torchrun_command, warning_lead_s)
 from slurmml.launcher.task import task_arguments
 from slurmml.slurm.commands import available, run_command
+from slurmml.tracking.requeue import MAX_NUM_TIMEOUT_ENV, SIGNAL_DELAY_ENV
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
 
 
@@ -50,6 +51,7 @@ class ScriptMaker:
     python: str  # a shell command line, used as written (submitit's `python`)
     nproc_per_node: Optional[int] = None  # torchrun mode
     lead_s: int = 120  # the warning signal's lead (plan.warning_lead_s)
+    max_num_timeout: int = 0
 
     def command(self, batch_dir: Path, offset: int) -> str:
         arguments = task_arguments(batch_dir, offset=offset)
@@ -61,7 +63,10 @@ class ScriptMaker:
     def render(self, batch_dir: Path, chunk: ArrayChunk) -> str:
         from submitit.slurm.slurm import _make_sbatch_string
 
-        params = {**self.parameters, "use_srun": self.use_srun}
+        # what the job's warning handler reads (tracking/requeue.py), in the script: a resubmission with other
+        # launcher settings gets them too
+        requeue = [f"export {MAX_NUM_TIMEOUT_ENV}={int(self.max_num_timeout)}", f"export {SIGNAL_DELAY_ENV}={int(self.lead_s)}"]
+        params = {**self.parameters, "use_srun": self.use_srun, "setup": [*self.parameters.get("setup", []), *requeue]}
         if chunk.count > 1:
             params["map_count"] = chunk.count
         return _make_sbatch_string(command=self.command(batch_dir, chunk.offset), folder=self.log_dir, **params)
@@ -97,7 +102,7 @@ def script_maker(conf: Mapping[str, Any], template: Template) -> ScriptMaker:
             "signal": f"B:USR2@{warning_lead_s(conf)}",
         }
     return ScriptMaker(parameters, Path(log_dir), use_srun, conf.get("python") or shlex.quote(sys.executable),
-                       conf.get("nproc_per_node"), warning_lead_s(conf))
+                       conf.get("nproc_per_node"), warning_lead_s(conf), int(conf.get("max_num_timeout") or 0))
 
 
 def recorded_script_maker(conf: Mapping[str, Any]) -> ScriptMaker:

@@ -179,20 +179,28 @@ def index_from_arguments(argv: list[str], environ: Mapping[str, str]) -> tuple[P
 
 
 def export_requeue_settings(payload: batch.Payload, environ: MutableMapping[str, str]) -> None:
-    """What every rank's warning handler reads (tracking/requeue.py): max_num_timeout and the warning's lead."""
+    """What every rank's warning handler reads (tracking/requeue.py): max_num_timeout and the warning's lead.
+    A Slurm job's script exports them (a resubmission's may differ from the launch); a local task takes the
+    launch's."""
     from slurmml.launcher.plan import warning_lead_s
     from slurmml.tracking.requeue import MAX_NUM_TIMEOUT_ENV, SIGNAL_DELAY_ENV
 
-    environ[MAX_NUM_TIMEOUT_ENV] = str(payload.max_requeues)
-    environ[SIGNAL_DELAY_ENV] = str(warning_lead_s(payload.launcher or {}))
+    environ.setdefault(MAX_NUM_TIMEOUT_ENV, str(payload.max_requeues))
+    environ.setdefault(SIGNAL_DELAY_ENV, str(warning_lead_s(payload.launcher or {})))
 
 
 def main(argv: list[str]) -> int:
     from slurmml.tracking import requeue
 
+    from slurmml.launcher.recording import spool_path
+    from slurmml.tracking import client
+    from slurmml.tracking.spool import SPOOL_ENV
+
+    requeue.install()  # first: Slurm's warning signal must never kill the task, even while it starts
     batch_dir, index = index_from_arguments(argv, os.environ)
+    if client.rank() == 0:  # a warning before tracking starts must find the run's spool, not start a stray run
+        os.environ[SPOOL_ENV] = str(spool_path(batch_dir, index))
     export_requeue_settings(batch.load_payload(batch_dir), os.environ)
-    requeue.install()  # before the task's imports: Slurm's warning signal must never kill it
     run_task(batch_dir, index)
     return 0
 

@@ -11,6 +11,8 @@ import sqlite3
 from typing import Any, Mapping, Optional
 
 from slurmml.core.job_env import job_id_from_environment, restart_count
+from slurmml.core.states import is_final
+from slurmml.registry.summary import summary_rows
 
 EXECUTION_FIELDS = ("number", "job_id", "host", "started", "ended", "state", "reason", "checkpoint_step",
                     "resumed_from", "superseded", "repeated_steps", "lost_s")
@@ -27,9 +29,11 @@ def on_start(conn: sqlite3.Connection, run: int, record: Mapping[str, Any], slur
     last = latest(conn, run)
     number = max(restart_count(slurm), -1 if last is None else last + 1)
     job_id = job_id_from_environment(slurm, default="") or None
-    if last is not None:  # the one before ended at the latest now (a kill leaves no record of its own)
-        conn.execute("UPDATE executions SET state = 'REQUEUED' WHERE run = ? AND number = ? AND state = 'RUNNING'",
-                     (run, last))
+    if last is not None:  # the one before ended at the latest now (a kill leaves no record of its own): as the
+        # poller settled the run (OUT_OF_MEMORY, before a resubmission), else requeued
+        (state,) = conn.execute("SELECT state FROM runs WHERE run = ?", (run,)).fetchone()
+        conn.execute("UPDATE executions SET state = ? WHERE run = ? AND number = ? AND state = 'RUNNING'",
+                     (state if is_final(state) else "REQUEUED", run, last))
     conn.execute(
         "INSERT OR REPLACE INTO executions(run, number, job_id, host, started, ended, state) "
         "VALUES (?, ?, ?, ?, ?, ?, 'RUNNING')",
@@ -84,15 +88,13 @@ def on_resume(conn: sqlite3.Connection, run: int, step: Any) -> int:
 
 
 def summarize_again(conn: sqlite3.Connection, run: int) -> None:
-    """metric_summary of one run from its points (after some were superseded): last = the highest step's."""
+    """metric_summary of one run from its points (after some were superseded), by the ingest's own rule
+    (summary.latest_point): the points in the order they were written."""
+    points = [(run, key, step, value, None) for key, step, value in conn.execute(
+        "SELECT key, step, value FROM metrics WHERE run = ? ORDER BY rowid", (run,))]
     conn.execute("DELETE FROM metric_summary WHERE run = ?", (run,))
-    conn.execute(
-        """INSERT INTO metric_summary(run, key, last, last_step, min, max, count)
-           SELECT run, key,
-                  (SELECT value FROM metrics m2 WHERE m2.run = m.run AND m2.key = m.key
-                   ORDER BY m2.step IS NULL, m2.step DESC, m2.time DESC LIMIT 1),
-                  max(step), min(value), max(value), count(*)
-           FROM metrics m WHERE run = ? GROUP BY run, key""", (run,))
+    conn.executemany("INSERT INTO metric_summary(run, key, last, last_step, min, max, count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     summary_rows(run, points))
 
 
 def of_run(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from slurmml.core.config import flatten
 from slurmml.core.states import FINAL_STATES
 from slurmml.registry import executions
+from slurmml.registry.summary import SUMMARY_UPSERT, summaries
 from slurmml.registry.store import chunks, placeholders, transaction
 from slurmml.tracking.spool import parse_chunk
 
@@ -83,7 +84,7 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                 key = known.get(name) or keys(name)
                 add((run, key, step, value, when))
                 seen = latest.get(key)
-                if seen is None or step is None or seen[1] is None or step >= seen[1]:
+                if seen is None or step is None or seen[1] is None or step >= seen[1]:  # summary.latest_point's rule, inline: the hot path
                     latest[key] = (value, step)
         elif kind == "p":  # slurmml.log_params: marked logged, over a config value of the same key
             conn.executemany(
@@ -128,33 +129,8 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
 def _store_points(conn: sqlite3.Connection, run: int, points: list[tuple], latest: dict[int, tuple]) -> int:
     if points:
         conn.executemany("INSERT INTO metrics(run, key, step, value, time) VALUES (?, ?, ?, ?, ?)", points)
-        conn.executemany(SUMMARY_UPSERT, _summaries(run, points, latest))
+        conn.executemany(SUMMARY_UPSERT, summaries(run, points, latest))
     return len(points)
-
-
-def _summaries(run: int, points: list[tuple], latest: dict[int, tuple]) -> list[tuple]:
-    """(run, key, last, last_step, min, max, count) per key; NaN counts but is left out of min and max."""
-    values: dict[int, list[float]] = {key: [] for key in latest}
-    for point in points:
-        values[point[1]].append(point[3])
-    rows = []
-    for key, (last, last_step) in latest.items():
-        clean = [v for v in values[key] if v == v]
-        rows.append((run, key, last, last_step, min(clean) if clean else None, max(clean) if clean else None,
-                     len(values[key])))
-    return rows
-
-
-SUMMARY_UPSERT = """
-    INSERT INTO metric_summary(run, key, last, last_step, min, max, count) VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT(run, key) DO UPDATE SET
-      last = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
-                  THEN excluded.last ELSE last END,
-      last_step = CASE WHEN excluded.last_step IS NULL OR last_step IS NULL OR excluded.last_step >= last_step
-                  THEN excluded.last_step ELSE last_step END,
-      min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
-      max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
-      count = count + excluded.count"""
 
 
 def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
@@ -264,16 +240,20 @@ def ingest_node_spools(conn: sqlite3.Connection, runs: list[int], keys: _Keys, t
             try:
                 if os.path.getsize(path) <= offset:
                     continue
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read(READ_LIMIT)
             except OSError:
                 continue  # that node has not sampled yet
-            parsed = parse_chunk(data)
-            with transaction(conn):
+            with transaction(conn):  # the offset read and moved under one write lock: nothing twice
+                (offset,) = conn.execute("SELECT offset FROM node_spools WHERE run = ? AND path = ?",
+                                         (run, path)).fetchone()
+                try:
+                    with open(path, "rb") as handle:
+                        handle.seek(offset)
+                        parsed = parse_chunk(handle.read(READ_LIMIT))
+                except OSError:
+                    continue
                 _apply(conn, run, [r for r in parsed.records if r.get("k") == "gpu"], keys)
-                conn.execute("UPDATE node_spools SET offset = offset + ? WHERE run = ? AND path = ?",
-                             (parsed.consumed, run, path))
+                conn.execute("UPDATE node_spools SET offset = ? WHERE run = ? AND path = ?",
+                             (offset + parsed.consumed, run, path))
             total.records += len(parsed.records)
 
 

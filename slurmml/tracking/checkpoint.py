@@ -110,8 +110,10 @@ def load_checkpoint(*, folder: Union[str, os.PathLike, None] = None, map_locatio
         obj.load_state_dict(payload["objects"][name])
     if restore_rng:
         _restore_rng(payload["rng"])
-    if run is not None and client.rank() == 0:
-        client.record_resume(found.step, str(found.path))  # later steps logged before the requeue are superseded
+    if run is not None and client.rank() == 0 and payload.get("run_id") == run.id:
+        # the run's own checkpoint: it goes on from there, and the points it logged after it are superseded
+        # (another run's, a pretrained one, is not a resume)
+        client.record_resume(found.step, str(found.path))
     return found
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from slurmml.core import requeue as rules
-from slurmml.core.job_env import job_id_from_environment
+from slurmml.core.job_env import job_id_from_environment, restart_count
 from slurmml.tracking import client
+from slurmml.tracking.spool import SPOOL_ENV
 
 MAX_NUM_TIMEOUT_ENV = "SLURMML_MAX_NUM_TIMEOUT"  # exported by the job wrapper; a plain sbatch script may set them
 SIGNAL_DELAY_ENV = "SLURMML_SIGNAL_DELAY_S"
@@ -64,8 +65,10 @@ _state = _State()
 
 
 def stop_requested(sync: bool = True) -> bool:
-    """True once Slurm's warning signal came (time limit or preemption). With torch.distributed initialized
-    and sync=True, every rank gets the same answer (one all-reduce: call it at the same point on every rank)."""
+    """True when the task should save and requeue: Slurm's warning signal came (time limit or preemption) and,
+    for a time limit Slurm warned of early, EndTime minus the lead has come (core.requeue.stop_at). With
+    torch.distributed initialized and sync=True, every rank gets the same answer (a few all-reduces: call it at
+    the same point on every rank). sync=False answers for this process alone, from what it knows so far."""
     _opt_in()
     if not sync:
         return _state.warned.is_set() and (_state.stop_at is None or time.time() >= _state.stop_at)
@@ -73,18 +76,20 @@ def stop_requested(sync: bool = True) -> bool:
 
 
 def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[int] = 3, all_ranks: bool = False,
-                     **objects: Any) -> Optional[Path]:
+                     folder: Union[str, os.PathLike, None] = None, **objects: Any) -> Optional[Path]:
     """Call once per step (or epoch) on every rank. Saves a checkpoint every `every` steps (None: only when
     stopping); when Slurm's warning came, saves now, requeues the job and raises Requeued. If Slurm refuses
     the requeue (`--no-requeue`, JobRequeue=0) or none is left, says so in one line and training goes on to
-    the limit, with the checkpoint saved. Returns the checkpoint written, if any (None on ranks other than 0)."""
+    the limit, with the checkpoint saved. Returns the checkpoint written, if any (None on ranks other than 0).
+    `keep`, `all_ranks` and `folder` mean what they mean for slurmml.save_checkpoint. If a rank ends while the
+    others save, rank 0 still requeues (its own save is whole) and the others end, each saying so in one line."""
     from slurmml.tracking.checkpoint import save_checkpoint
 
     _opt_in()
     stopping = _time_to_stop()
     path = None
     if stopping or (every and step % every == 0):
-        path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, **objects)
+        path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder, **objects)
     if stopping:
         requeue_after_save(step, path)
     return path
@@ -94,12 +99,20 @@ def requeue_after_save(step: Optional[int] = None, checkpoint: Union[str, os.Pat
     """For training loops that save their own way (Lightning, Hugging Face: slurmml.integrations): call on
     every rank once the state of `step` is saved after stop_requested() said True. Rank 0 requeues the job;
     once Slurm accepted, every rank raises Requeued. Refused or none left: returns, and training goes on."""
-    _barrier()  # every rank's save is done before the job is requeued
-    requeued = requeue_now(step, Path(checkpoint) if checkpoint else None) if client.rank() == 0 else False
+    saved = Path(checkpoint) if checkpoint else None
+    try:
+        _barrier()  # every rank's save is done before the job is requeued
+    except RuntimeError as error:  # a rank ended while saving (its connections closed): rank 0's own save is whole
+        _say(f"slurmml: a rank ended while step {step} was being saved ({str(error).splitlines()[0][:160]}); "
+             + ("requeueing without it" if client.rank() == 0 else "ending this rank"))
+        if client.rank() == 0 and requeue_now(step, saved):
+            raise Requeued(_state.requeued or "requeued") from None
+        raise SystemExit(1) from None  # the group is broken: no rank can train on
+    requeued = requeue_now(step, saved) if client.rank() == 0 else False
     if _from_rank_zero(requeued):
         raise Requeued(_state.requeued or "requeued")
     _state.warned.clear()  # not requeued: train on; a second signal would only repeat the refusal
-    _state.stop_at = None
+    _state.stop_at = _state.slurm_view = _state.warned_at = None
 
 
 # ---------------------------------------------------------------- for the job wrapper
@@ -127,7 +140,10 @@ def requeue_now(step: Optional[int] = None, checkpoint: Optional[Path] = None) -
         job_id = job_id_from_environment(os.environ, default="")
         reason, _ = _slurm_view()
         counts = _read_counts()
-        decision = rules.decide(reason, counts.get(rules.TIMEOUT, 0), _max_num_timeout(), job_id)
+        # without a count (a plain sbatch script starts a new local run each execution), Slurm's restart count
+        # is the floor: never more time-limit requeues than max_num_timeout
+        used = counts.get(rules.TIMEOUT, 0) if counts else restart_count(os.environ)
+        decision = rules.decide(reason, used, _max_num_timeout(), job_id)
         _say(decision.message)
         if not decision.requeue:
             return False
@@ -170,6 +186,7 @@ def _time_to_stop() -> bool:
     if _state.stop_at is None:
         at = 0.0
         if client.rank() == 0:
+            _say("slurmml: Slurm's warning signal came; saving and requeueing at a checkpoint point")
             reason, fields = _slurm_view()
             at = rules.stop_at(reason, fields, _state.warned_at or time.time(), _signal_delay_s())
             if at > time.time() + 1:
@@ -187,9 +204,7 @@ def _on_warning(signum: int, frame: Any) -> None:
     if client.rank() != 0:
         return
     delay = rules.watchdog_delay_s(_signal_delay_s(), _state.cooperative)
-    if _state.cooperative:
-        _say("slurmml: Slurm's warning signal came; saving and requeueing at the next checkpoint point")
-    timer = threading.Timer(delay, _watchdog)  # never a subprocess inside the handler itself
+    timer = threading.Timer(delay, _watchdog)  # no subprocess, no print inside the handler itself
     timer.daemon = True
     timer.start()
 
@@ -275,8 +290,9 @@ def _signal_delay_s() -> int:
 
 
 def _counts_path() -> Path:
-    """Next to the run's spool, which outlives its executions: how many requeues of each kind it used."""
-    spool = Path(client.run.spool)
+    """Next to the run's spool, which outlives its executions: how many requeues of each kind it used. The job
+    wrapper sets SLURMML_SPOOL before anything slow, so a warning that comes before the task started counts."""
+    spool = Path(os.environ.get(SPOOL_ENV) or client.run.spool)
     return spool.with_name(spool.stem + ".requeues.json")
 
 

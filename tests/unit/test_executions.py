@@ -136,3 +136,17 @@ def test_the_gpu_samples_of_a_jobs_other_nodes_are_ingested_from_their_own_files
     registry.ingest()  # nothing twice
     samples = [tuple(r) for r in registry.conn.execute("SELECT uuid, time FROM system_samples ORDER BY time")]
     assert samples == [("GPU-a", 101.0), ("GPU-b", 101.5), ("GPU-b", 102.5), ("GPU-c", 103.5)]
+
+
+def test_summaries_recomputed_after_a_resume_follow_the_ingests_own_rule(tmp_path: Path) -> None:
+    from slurmml.registry.executions import summarize_again
+
+    registry = make_registry(tmp_path, runs=1)
+    write(tmp_path / "0.jsonl", start(100.0, None), *points(0, 4, 100.0),
+          {"k": "m", "t": 106.0, "s": 2, "v": {"loss": 99.0}},  # a step back: not the last
+          {"k": "m", "t": 107.0, "s": None, "v": {"loss": 0.5}})  # no step: the last
+    registry.ingest()
+    incremental = [tuple(r) for r in registry.conn.execute("SELECT * FROM metric_summary")]
+    summarize_again(registry.conn, 1)
+    assert [tuple(r) for r in registry.conn.execute("SELECT * FROM metric_summary")] == incremental
+    assert incremental[0][2:4] == (0.5, None)

@@ -3,7 +3,7 @@
 Each training runs in a Python process of its own (signal handlers, Lightning's state and slurmml's current run
 belong to a process), as a plain script outside Slurm: its run is a local run under $SLURMML_HOME/runs, whose
 spool the test reads back. The real requeue needs a Slurm job; here slurmml says "not a Slurm job" and
-training goes on.
+training goes on. tests/test_longjobs_cluster.py requeues and resumes a Lightning run on the dev cluster.
 """
 
 from __future__ import annotations
@@ -73,23 +73,6 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def scontrol_that_requeues(tmp_path: Path) -> dict[str, str]:
-    """A stand-in `scontrol` on PATH for a job 4242 that Slurm is preempting: slurmml's real requeue code runs
-    (ask why, record, `scontrol requeue`, Requeued) without a cluster. Each call is appended to scontrol.log."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    script = folder / "scontrol"
-    script.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        echo "$@" >> {tmp_path / "scontrol.log"}
-        if [ "$1" = show ]; then
-            echo "JobId=4242 JobName=train JobState=RUNNING PreemptTime=2026-12-02T03:40:00 EndTime=2026-12-02T05:00:00"
-        fi
-        """))
-    script.chmod(0o755)
-    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
-
-
 def train(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
@@ -147,25 +130,6 @@ def test_warning_signal_saves_at_its_step_and_training_goes_on_outside_slurm(tmp
     spool = records(local_run(tmp_path) / "spool.jsonl")
     assert not [r for r in spool if r["k"] in ("requeue", "requeue_refused")]
     assert metric_steps(spool, "train/loss") == list(range(8))
-
-
-def test_warning_signal_in_a_job_saves_requeues_and_ends_with_exit_code_0(tmp_path: Path) -> None:
-    """Requeued is raised inside a hook (the next batch's start): Lightning passes it on out of fit, and the
-    process ends cleanly, with the run's `requeue` record and no end record (the run goes on in its next
-    execution)."""
-    done = train(tmp_path, SIGNAL_AT="3", **LIGHTNING_SEES_SLURM, **scontrol_that_requeues(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    assert "slurmml: preempted; requeueing 4242" in done.stderr
-    assert "steps:" not in done.stdout  # nothing after fit runs in an execution that requeued
-    assert (tmp_path / "scontrol.log").read_text().splitlines() == ["show job 4242", "requeue 4242"]
-    run = local_run(tmp_path)
-    spool = records(run / "spool.jsonl")
-    (requeued,) = [r for r in spool if r["k"] == "requeue"]
-    saved = run / "checkpoints" / "lightning-requeue.ckpt"
-    assert (requeued["reason"], requeued["step"], requeued["checkpoint"]) == ("PREEMPTED", 3, str(saved))
-    assert not [r for r in spool if r["k"] == "end"]
-    assert metric_steps(spool, "train/loss") == [0, 1, 2]  # the checkpoint of global step 3 covers them
 
 
 @pytest.mark.parametrize("requeue_callback, usr1_default", [(True, "True"), (False, "False")])
