@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 TRAIN = str(ROOT / "examples" / "train.py")
 SMALL = ["n_samples=600", "model=linear"]  # fast epochs; no dropout, so ranks and a single process agree
+# a node's one task holds torchrun and its 2 workers (each with torch imported): more than one CPU's 1 GB
+TORCHRUN_NODE = ["hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=3"]
 
 
 def launch(folder: Path, *overrides: str, timeout: float = 300) -> str:
@@ -113,7 +115,7 @@ def test_ddp_over_two_nodes_learns_what_one_process_learns(tmp_path: Path, uniqu
                     "hydra.launcher.tasks_per_node=2", "hydra.launcher.partition=multi", "hydra.launcher.timeout_min=5",
                     f"hydra.launcher.name={unique_name}")
     torchrun = launch(tmp_path / "torchrun", *SMALL, "epochs=4", "hydra.launcher.wait=true", "hydra.launcher.nodes=2",
-                      "hydra.launcher.nproc_per_node=2", "hydra.launcher.partition=multi", "hydra.launcher.timeout_min=5",
+                      "hydra.launcher.nproc_per_node=2", *TORCHRUN_NODE, "hydra.launcher.partition=multi", "hydra.launcher.timeout_min=5",
                       f"hydra.launcher.name={unique_name}")
     one, four, under_torchrun = the_run(single), the_run(spread), the_run(torchrun)
     for run in (one, four, under_torchrun):
@@ -127,7 +129,7 @@ def test_ddp_over_two_nodes_learns_what_one_process_learns(tmp_path: Path, uniqu
 
 def test_torchrun_forwards_the_warning_to_its_workers_which_save_and_requeue(tmp_path: Path, unique_name: str) -> None:
     sweep = launch(tmp_path, *SMALL, "epochs=1000000", "max_minutes=0.3", "hydra.launcher.nodes=2",
-                   "hydra.launcher.nproc_per_node=2", "hydra.launcher.partition=multi", "hydra.launcher.timeout_min=10",
+                   "hydra.launcher.nproc_per_node=2", *TORCHRUN_NODE, "hydra.launcher.partition=multi", "hydra.launcher.timeout_min=10",
                    f"hydra.launcher.name={unique_name}")
     wait_until(lambda: the_run(sweep)["metrics"].get("loss", {}).get("count", 0) >= 20, timeout_s=180, interval_s=1,
                what="the torchrun job to train")
