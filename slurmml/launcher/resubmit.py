@@ -30,6 +30,7 @@ class BatchResubmission:
 
     batch_dir: Path
     tasks: dict[str, int] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)  # run id -> the state it ended in
     job_id: Optional[str] = None
     script: Optional[str] = None
 
@@ -71,6 +72,7 @@ def plan(runs: Iterable[Mapping[str, Any]], states: Iterable[str]) -> list[Batch
         spool = Path(run["spool_path"])
         target = batches.setdefault(spool.parent.parent, BatchResubmission(spool.parent.parent))
         target.tasks[run["id"]] = int(spool.stem)
+        target.states[run["id"]] = run["state"]
     return sorted(batches.values(), key=lambda b: _first_job_num(b.batch_dir))
 
 
@@ -141,7 +143,11 @@ def resubmit(registry: Any, sweep: str, states: Iterable[str] = (), changes: Ite
         for target, maker in zip(todo, makers):
             # rendered as an array of at least two (submitit writes no --array line for one), then pointed
             # at exactly these tasks
-            _submit(registry, target, maker, ArrayChunk(0, max(2, max(target.tasks.values()) + 1)))
+            try:
+                _submit(registry, target, maker, ArrayChunk(0, max(2, max(target.tasks.values()) + 1)))
+            except SlurmmlError as error:
+                done = [f"{t.batch_dir.name} as job {t.job_id}" for t in todo if t.job_id]
+                raise SlurmmlError(f"resubmitted {', '.join(done)}; then {error}" if done else str(error)) from None
     return todo
 
 
@@ -164,9 +170,14 @@ def _submit(registry: Any, target: BatchResubmission, maker: Any, chunk: Any) ->
     script = target.batch_dir / f"resubmit_{number}.sbatch"
     spec = target.array(maker.parameters.get("array_parallelism"))
     batch.write_atomic(script, retarget_array(maker.render(target.batch_dir, chunk), spec).encode())
+    old_jobs = registry.claim_for_resubmission(target.states)  # two resubmissions at once never both submit
     result = run_command(["sbatch", "--parsable", str(script)], env=job_environment(os.environ),
                          timeout_s=SBATCH_TIMEOUT_S)
+    if result.timed_out:  # the job may be queued all the same: keep the claim and the script
+        raise SlurmmlError(f"sbatch did not answer within {SBATCH_TIMEOUT_S:g} s for {target.batch_dir.name}; "
+                           f"its runs stay SUBMITTING: check `squeue --me`")
     if not result.ok:
+        registry.release_resubmission(target.states, old_jobs)
         script.unlink(missing_ok=True)
         raise SlurmmlError(f"sbatch refused the resubmission of {target.batch_dir.name}: "
                            f"{sbatch_error_line(result.stderr)}")

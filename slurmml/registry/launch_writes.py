@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from slurmml.core.states import FINAL_STATES
 from slurmml.errors import SlurmmlError
@@ -63,10 +63,32 @@ class LaunchWrites:
         """run id -> (Slurm job id, log path) once sbatch has answered."""
         self._queue(job_ids, "launcher", "", "AND state = 'SUBMITTING'")
 
+    def claim_for_resubmission(self, states: dict[str, str]) -> dict[str, Optional[str]]:
+        """run id -> the state it was chosen in: all these runs become SUBMITTING (their old job id put aside, so
+        the poller leaves them alone), or none if another resubmission took one first (SlurmmlError). Returns
+        their old job ids, for release_resubmission."""
+        with transaction(self.conn) as conn:
+            old = {run_id: row[0] for run_id in states
+                   for row in conn.execute("SELECT slurm_job_id FROM runs WHERE id = ?", (run_id,))}
+            for run_id, state in states.items():
+                taken = conn.execute("UPDATE runs SET state = 'SUBMITTING', slurm_job_id = NULL "
+                                     "WHERE id = ? AND state = ?", (run_id, state)).rowcount
+                if not taken:
+                    raise SlurmmlError(f"run {run_id} is no longer {state}: another command resubmitted or "
+                                       f"requeued it; nothing was resubmitted")
+        return old
+
+    def release_resubmission(self, states: dict[str, str], job_ids: dict[str, Optional[str]]) -> None:
+        """sbatch refused: the claimed runs go back to how they ended, under their old job."""
+        with transaction(self.conn) as conn:
+            conn.executemany("UPDATE runs SET state = ?, slurm_job_id = ? WHERE id = ? AND state = 'SUBMITTING'",
+                             [(state, job_ids.get(run_id), run_id) for run_id, state in states.items()])
+
     def mark_resubmitted(self, job_ids: dict[str, tuple[str, str]]) -> None:
-        """run id -> (new Slurm job id, log path) after `slurmml resubmit`: the ended run is QUEUED under its new
+        """run id -> (new Slurm job id, log path) after `slurmml resubmit`: the claimed run is QUEUED under its new
         job; its end is cleared, its history and executions stay (the next start is its next execution)."""
-        self._queue(job_ids, "resubmitted", ", ended = NULL, error = NULL, exit_code = NULL, result = NULL", "")
+        self._queue(job_ids, "resubmitted", ", ended = NULL, error = NULL, exit_code = NULL, result = NULL",
+                    "AND state = 'SUBMITTING'")
 
     def _queue(self, job_ids: dict[str, tuple[str, str]], source: str, clear: str, only: str) -> None:
         now = time.time()

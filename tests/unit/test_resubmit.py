@@ -56,3 +56,22 @@ def test_the_rendered_arrays_line_points_at_exactly_the_tasks():
         script.replace(next(line for line in script.splitlines() if line.startswith("#SBATCH --array=")), "")
     with pytest.raises(SlurmmlError):
         retarget_array("#!/bin/bash\n", "1")
+
+
+def test_two_resubmissions_at_once_never_both_take_a_run(tmp_path):
+    from tests.unit.test_registry import make_registry
+
+    registry = make_registry(tmp_path, runs=2)
+    registry.mark_queued({"s1-0": ("7_0", "log0"), "s1-1": ("7_1", "log1")})
+    registry.mark_final({"s1-0": ("FAILED", ""), "s1-1": ("OUT_OF_MEMORY", "")}, "slurm")
+    chosen = {"s1-0": "FAILED", "s1-1": "OUT_OF_MEMORY"}
+    old = registry.claim_for_resubmission(chosen)
+    assert old == {"s1-0": "7_0", "s1-1": "7_1"}
+    with pytest.raises(SlurmmlError, match="no longer FAILED"):
+        registry.claim_for_resubmission(chosen)  # the second command finds them taken
+    registry.release_resubmission(chosen, old)  # its sbatch refused: back to how they ended
+    assert [(r["state"], r["slurm_job_id"]) for r in registry.runs(sweep="s1")] == [("FAILED", "7_0"),
+                                                                                    ("OUT_OF_MEMORY", "7_1")]
+    registry.claim_for_resubmission(chosen)
+    registry.mark_resubmitted({"s1-0": ("9_0", "new0"), "s1-1": ("9_1", "new1")})
+    assert [(r["state"], r["slurm_job_id"]) for r in registry.runs(sweep="s1")] == [("QUEUED", "9_0"), ("QUEUED", "9_1")]
