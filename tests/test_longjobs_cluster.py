@@ -60,8 +60,9 @@ def each_step_once(run: dict[str, Any], metric: str) -> None:
 
 
 def requeue_counts(run: dict[str, Any]) -> dict[str, int]:
-    spool = Path(run["spool_path"])
-    return json.loads(spool.with_name(spool.stem + ".requeues.json").read_text())
+    from slurmml.tracking.requeue import counts_path
+
+    return json.loads(counts_path(run["spool_path"]).read_text())
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,19 @@ def add_to_sys_path(entries: list[str]) -> None:
 _loaded: dict[Path, Payload] = {}
 
 
+def load_staged_payload(batch_dir: Path, import_entries: list[str], whose: str, why: str) -> Payload:
+    """The payload staged in `batch_dir`, for a clone or a resubmission: the sweep's module folders on sys.path
+    first, and one SlurmmlError line if it is gone or its code no longer imports. `whose` names it in the
+    message ("run X's"), `why` says what cannot happen without it ("it cannot be cloned")."""
+    if not (batch_dir / PAYLOAD).is_file():
+        raise SlurmmlError(f"{whose} staged payload {batch_dir / PAYLOAD} is gone, so {why}")
+    add_to_sys_path(import_entries)
+    try:
+        return load_payload(batch_dir)
+    except Exception as error:  # the sweep's code may no longer import: say what, in one line
+        raise SlurmmlError(f"cannot load {whose} payload {batch_dir / PAYLOAD}: {type(error).__name__}: {error}") from None
+
+
 def load_payload(batch_dir: Path) -> Payload:
     if batch_dir not in _loaded:
         import cloudpickle

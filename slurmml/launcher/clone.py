@@ -152,15 +152,8 @@ def load_parent_payload(parent: dict) -> tuple[batch.Payload, int]:
     (`<batch dir>/spool/<index>.jsonl`)."""
     spool = Path(parent["spool_path"])
     batch_dir, index = spool.parent.parent, int(spool.stem)
-    if not (batch_dir / batch.PAYLOAD).is_file():
-        raise SlurmmlError(f"run {parent['id']}: its staged payload {batch_dir / batch.PAYLOAD} is gone, so "
-                           f"it cannot be cloned")
-    batch.add_to_sys_path(batch.import_path(parent.get("argv"), parent.get("cwd")))
-    try:
-        payload = batch.load_payload(batch_dir)
-    except Exception as error:  # the sweep's code may no longer import: say what, in one line
-        raise SlurmmlError(f"cannot load run {parent['id']}'s payload {batch_dir / batch.PAYLOAD}: "
-                           f"{type(error).__name__}: {error}") from None
+    payload = batch.load_staged_payload(batch_dir, batch.import_path(parent.get("argv"), parent.get("cwd")),
+                                        f"run {parent['id']}'s", "it cannot be cloned")
     if not 0 <= index < len(payload.overrides):
         raise SlurmmlError(f"run {parent['id']}: task {index} is not in its payload ({len(payload.overrides)} tasks)")
     return payload, index

@@ -133,7 +133,8 @@ def resubmit(registry: Any, sweep: str, states: Iterable[str] = (), changes: Ite
     with working_dir(Path(info.get("cwd") or info.get("sweep_dir") or ".")):
         makers = []  # every batch's script can be built before anything is submitted
         for target in todo:
-            payload = _payload(target.batch_dir)
+            payload = batch.load_staged_payload(target.batch_dir, batch.import_path(info.get("argv"), info.get("cwd")),
+                                                f"{target.batch_dir.name}'s", "its runs cannot run again")
             conf = {**(payload.launcher or {}), **updates}
             check_known_fields(conf)
             check_fields(conf)
@@ -151,18 +152,11 @@ def resubmit(registry: Any, sweep: str, states: Iterable[str] = (), changes: Ite
     return todo
 
 
-def _payload(batch_dir: Path) -> batch.Payload:
-    if not (batch_dir / batch.PAYLOAD).is_file():
-        raise SlurmmlError(f"the staged payload {batch_dir / batch.PAYLOAD} is gone, so its runs cannot run again")
-    try:
-        return batch.load_payload(batch_dir)
-    except Exception as error:  # the sweep's code may no longer import: say what, in one line
-        raise SlurmmlError(f"cannot load {batch_dir / batch.PAYLOAD}: {type(error).__name__}: {error}") from None
-
-
 def _submit(registry: Any, target: BatchResubmission, maker: Any, chunk: Any) -> None:
-    from slurmml.launcher.slurm_backend import SBATCH_TIMEOUT_S
+    from slurmml.launcher.slurm_backend import SBATCH_TIMEOUT_S, ArraySubmission
+    from slurmml.tracking.requeue import counts_path
     from slurmml.launcher.plan import job_environment
+    from slurmml.launcher.recording import spool_path
     from slurmml.slurm.commands import run_command
     from slurmml.slurm.parse import parse_job_id, sbatch_error_line
 
@@ -183,6 +177,7 @@ def _submit(registry: Any, target: BatchResubmission, maker: Any, chunk: Any) ->
                            f"{sbatch_error_line(result.stderr)}")
     target.job_id, target.script = parse_job_id(result.stdout), str(script)
     for index in target.tasks.values():  # a new job: max_num_timeout counts from 0 again
-        (target.batch_dir / "spool" / f"{index}.requeues.json").unlink(missing_ok=True)
-    registry.mark_resubmitted({run_id: (f"{target.job_id}_{index}", f"{maker.log_dir}/{target.job_id}_{index}_0_log.err")
+        counts_path(spool_path(target.batch_dir, index)).unlink(missing_ok=True)
+    submitted = ArraySubmission(target.job_id, chunk.offset, chunk.count, str(script), str(maker.log_dir))
+    registry.mark_resubmitted({run_id: (submitted.task_job_id(index), submitted.log_file(index))
                                for run_id, index in target.tasks.items()})

@@ -5,6 +5,7 @@ Each function takes a connection and returns plain Python values; nothing here w
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Iterable
 
@@ -48,6 +49,11 @@ def run_spools(conn: sqlite3.Connection, sweep_id: str) -> list[dict]:
 
 
 def sweep_launch(conn: sqlite3.Connection, sweep_id: str) -> dict:
-    """Where and by whom the sweep was launched: user, backend, cwd (the launch's working directory) and sweep_dir."""
-    row = conn.execute("SELECT user, backend, cwd, sweep_dir FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-    return dict(zip(("user", "backend", "cwd", "sweep_dir"), row)) if row else {}
+    """Where and by whom the sweep was launched: user, backend, cwd (the launch's working directory), sweep_dir,
+    and argv (the launch's command line, where the task's modules are found)."""
+    row = conn.execute("SELECT user, backend, cwd, sweep_dir, argv FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+    if row is None:
+        return {}
+    launch = dict(zip(("user", "backend", "cwd", "sweep_dir"), row[:4]))
+    launch["argv"] = json.loads(row[4]) if row[4] else None
+    return launch

@@ -289,11 +289,15 @@ def _signal_delay_s() -> int:
     return _int_env(SIGNAL_DELAY_ENV, 120)
 
 
-def _counts_path() -> Path:
-    """Next to the run's spool, which outlives its executions: how many requeues of each kind it used. The job
-    wrapper sets SLURMML_SPOOL before anything slow, so a warning that comes before the task started counts."""
-    spool = Path(os.environ.get(SPOOL_ENV) or client.run.spool)
+def counts_path(spool: Union[str, os.PathLike]) -> Path:
+    """Next to the run's spool, which outlives its executions: how many requeues of each kind it used."""
+    spool = Path(spool)
     return spool.with_name(spool.stem + ".requeues.json")
+
+
+def _counts_path() -> Path:
+    # the job wrapper sets SLURMML_SPOOL before anything slow, so a warning that comes before the task started counts
+    return counts_path(os.environ.get(SPOOL_ENV) or client.run.spool)
 
 
 def _read_counts() -> dict[str, int]:
