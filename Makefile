@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
-	$(PY) -m pip install --quiet -e ".[examples,test]"
+	$(PY) -m pip install --quiet -e ".[examples,s3,test]"
 	touch $@
 
 demo: install

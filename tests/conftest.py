@@ -48,6 +48,29 @@ def slurm_cluster() -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 HTTP server (moto's, auth on) on a free port of 127.0.0.1, with bucket `tests`, for this session."""
+    from slurmml.devcluster import s3server
+
+    server = s3server.start(s3server.free_port(), tmp_path_factory.mktemp("s3") / "s3.log", buckets=("tests",))
+    yield server
+    s3server.stop(server.pid)
+
+
+@pytest.fixture
+def s3_store(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """This test's own prefix of the session's S3 server, in the environment (children and jobs inherit it);
+    returns the ObjectStore. Credentials come through boto3's chain (AWS_* variables), as they would for a user."""
+    from slurmml.storage.s3 import open_store
+
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "SLURMML_S3_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.environment("tests", f"t-{uuid.uuid4().hex[:10]}").items():
+        monkeypatch.setenv(name, value)
+    return open_store()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With SLURMML_REQUIRE_SLURM=1 a skipped test fails the run: CI must not pass by skipping."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -99,8 +99,19 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                  record.get("mem_total"), record.get("power"), record.get("temp")),
             )
         elif kind == "a":
-            conn.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)",
-                         (run, record.get("name"), record.get("path"), record.get("size"), when))
+            conn.execute("INSERT INTO artifacts(run, name, path, size, time, digest, uri, upload) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run, record.get("name"), record.get("path"), record.get("size"), when, record.get("digest"),
+                          record.get("uri"), record.get("upload")))
+        elif kind == "upload":  # an artifact's background upload ended (tracking/artifacts.py)
+            conn.execute("UPDATE artifacts SET upload = ?, uri = coalesce(?, uri), digest = coalesce(?, digest) "
+                         "WHERE run = ? AND path = ? AND (upload IS NULL OR upload != 'uploaded')",
+                         (record.get("upload"), record.get("uri"), record.get("digest"), run, record.get("path")))
+        elif kind == "input":  # slurmml.dataset(...): the exact version the run read
+            conn.execute("INSERT OR IGNORE INTO run_inputs(run, dataset, version, digest, time, fetched) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (run, record.get("dataset"), record.get("version"), record.get("digest"), when,
+                          1 if record.get("fetched") else 0))
         elif kind == "start":
             _on_start(conn, run, record)
         elif kind == "end":

@@ -120,4 +120,26 @@ MIGRATIONS: list[str] = [
     -- the GPU samples of a job's other nodes, one file per node (its own writer), and how far each is read
     CREATE TABLE node_spools (run INTEGER, path TEXT, offset INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run, path));
     """,
+    # 8: data: the dataset versions each run used (its inputs), where an artifact's bytes are in the object store,
+    # and the runs that came from other machines through it (slurmml sync)
+    """
+    CREATE TABLE run_inputs (
+        run INTEGER, dataset TEXT, version INTEGER,
+        digest TEXT,                   -- the version's manifest digest: what the run really read
+        time REAL,
+        fetched INTEGER,               -- 1 if this run downloaded it, 0 if it found it in a cache
+        PRIMARY KEY (run, dataset, version)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_inputs_dataset ON run_inputs(dataset, version);
+    ALTER TABLE artifacts ADD COLUMN digest TEXT;   -- sha256 of the bytes (of the packed folder for a folder)
+    ALTER TABLE artifacts ADD COLUMN uri TEXT;      -- s3://... once uploaded
+    ALTER TABLE artifacts ADD COLUMN upload TEXT;   -- NULL (not asked), pending, uploaded, or failed: <why>
+    CREATE TABLE synced_runs (
+        run_id TEXT PRIMARY KEY,
+        store TEXT,                    -- the store's URL it came through
+        mirror TEXT,                   -- the local copy of its spool, which the ordinary ingest reads
+        meta TEXT,                     -- JSON: run.json (host, user, argv, cwd, git, code blob)
+        updated REAL
+    );
+    """,
 ]

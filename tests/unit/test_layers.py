@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {
     "base": ("slurmml.errors", "slurmml.home", "slurmml.core"),
     "adapters": ("slurmml.slurm", "slurmml.registry", "slurmml.tracking", "slurmml.devcluster", "slurmml.integrations",
-                 "slurmml"),  # the package root is the in-job API: `import slurmml; slurmml.log(...)`
+                 "slurmml.storage", "slurmml"),  # the package root is the in-job API: `import slurmml; slurmml.log(...)`
     "services": ("slurmml.launcher", "slurmml.poller", "slurmml.report", "slurmml.control"),
     "front ends": ("slurmml.cli", "slurmml.tui", "slurmml.__main__", "hydra_plugins"),
 }
