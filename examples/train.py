@@ -52,6 +52,12 @@ def make_spiral(n_samples: int, n_classes: int, noise: float, gen: torch.Generat
     return x, labels
 
 
+def load_points(folder) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points of a dataset made by make_dataset.py: `spiral.pt` holds the tensors x and y."""
+    data = torch.load(os.path.join(folder, "spiral.pt"))
+    return data["x"], data["y"]
+
+
 def build_model(cfg: DictConfig, n_classes: int) -> nn.Module:
     if cfg.name == "linear":
         return nn.Linear(2, n_classes)
@@ -94,7 +100,10 @@ def main(cfg: DictConfig) -> float:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    x, y = make_spiral(cfg.n_samples, cfg.n_classes, cfg.noise, gen)
+    if cfg.dataset:  # a registered dataset version, e.g. dataset=spiral@v2: the run records which one it read
+        x, y = load_points(slurmml.dataset(cfg.dataset))
+    else:
+        x, y = make_spiral(cfg.n_samples, cfg.n_classes, cfg.noise, gen)
     n_val = int(cfg.n_samples * cfg.val_fraction)
     x_val, y_val, x_train, y_train = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
 

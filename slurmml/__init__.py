@@ -10,6 +10,7 @@ _TRACKING = {"log", "log_params", "log_artifact", "run"}
 _CHECKPOINTS = {"save_checkpoint", "load_checkpoint"}
 _DISTRIBUTED = {"init_distributed"}
 _REQUEUE = {"checkpoint_point", "stop_requested", "requeue_after_save", "Requeued"}
+_DATA = {"dataset"}
 
 
 def __getattr__(name: str):
@@ -22,6 +23,8 @@ def __getattr__(name: str):
         from slurmml.tracking import distributed as module
     elif name in _REQUEUE:
         from slurmml.tracking import requeue as module
+    elif name in _DATA:
+        from slurmml.tracking import datasets as module
     else:
         raise AttributeError(f"module 'slurmml' has no attribute {name!r}")
     value = globals()[name] = getattr(module, name)  # later lookups skip this function

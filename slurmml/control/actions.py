@@ -72,7 +72,7 @@ def refusal(action: str, run: dict, owner: Optional[str], me: str) -> Optional[s
     if owner is not None and owner != me:
         return f"run {run_id} belongs to {owner}; slurmml acts only on your own runs"
     if action == "clone":
-        if _plain_script(run) or ("spool_path" in run and not run["spool_path"]):
+        if (_plain_script(run) and not run.get("synced")) or ("spool_path" in run and not run["spool_path"]):
             return (f"run {run_id} was not launched by slurmml (a plain script's run): "
                     f"there is no sweep to clone it from")
         return None

@@ -17,96 +17,21 @@ import contextlib
 import dataclasses
 import getpass
 import os
-import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 from slurmml.launcher.local_backend import start_detached
 from slurmml.launcher.pipeline import BatchTarget, launch_batch
+from slurmml.launcher.overrides import Cloned, dataset_changes, launcher_overrides, merge_overrides, unmask_overrides
 from slurmml.launcher.recording import JobNumberTaken, record_runs
 
 if TYPE_CHECKING:
     from slurmml.control.actions import ActionResult
 
 RECORD_TRIES = 5  # two clones into one sweep at once may pick the same job number: the second takes the next
-
-
-@dataclasses.dataclass(frozen=True)
-class Cloned:
-    run_id: str
-    overrides: list[str]
-    job_id: Optional[str] = None  # Slurm backend
-    pid: Optional[int] = None  # local backend
-    log_path: Optional[str] = None
-
-    @property
-    def where(self) -> str:
-        return f"job {self.job_id}" if self.job_id else f"local process {self.pid}"
-
-
-# -- pure --------------------------------------------------------------------------------------------------
-
-_OVERRIDE = re.compile(r"^(~|\+\+|\+)?([^=]*)")
-
-
-def split_override(override: str) -> tuple[str, str]:
-    """`++db.lr=1` -> ('++', 'db.lr'); `~seed` -> ('~', 'seed'); `model=mlp` -> ('', 'model')."""
-    match = _OVERRIDE.match(override.strip())
-    assert match is not None  # the pattern matches any string
-    return match.group(1) or "", match.group(2).strip()
-
-
-def merge_overrides(parent: list[str], changes: list[str]) -> list[str]:
-    """The parent's overrides with `changes` applied, in the parent's order; new keys are appended.
-
-    - `key=value` replaces the parent's override of `key`, keeping its `+`/`++` (the key is not in the
-      primary config, so a plain `key=` would not compose); a change's own prefix wins.
-    - `~key` drops the parent's override of `key`; it is kept as `~key` (delete from the config) unless
-      the parent had added the key itself (`+key=`), which dropping already undoes.
-    """
-    merged = list(parent)
-    for change in changes:
-        prefix, key = split_override(change)
-        mine = [index for index, override in enumerate(merged) if split_override(override)[1] == key]
-        if prefix == "~":
-            added_by_parent = any(split_override(merged[index])[0] == "+" for index in mine)
-            merged = [override for index, override in enumerate(merged) if index not in mine]
-            if not added_by_parent:
-                merged.append(change)
-            continue
-        if not mine:
-            merged.append(change)
-            continue
-        kept = split_override(merged[mine[0]])[0]
-        if not prefix and kept in ("+", "++"):
-            change = kept + change
-        merged[mine[0]] = change
-        merged = [override for index, override in enumerate(merged) if index not in mine[1:]]
-    return merged
-
-
-def unmask_overrides(overrides: list[str], parent: list[str]) -> list[str]:
-    """Overrides read back from the registry carry "***" for secret values (`+api_key=***`): put back the
-    parent's real value of that key, from its staged payload. A masked override the parent has no value
-    for is refused rather than run with "***"."""
-    from slurmml.tracking.secrets import MASK, mask_override
-
-    real = {split_override(p)[1]: p for p in parent}
-    unmasked = []
-    for override in overrides:
-        masked = MASK in override and mask_override(override.replace(MASK, "x")) == override
-        if masked:
-            name, key = override.partition("=")[0], split_override(override)[1]
-            source = real.get(key)
-            if source is None or mask_override(source).partition("=")[2] != override.partition("=")[2]:
-                raise SlurmmlError(f"{override}: {MASK} stands for a masked secret, and the run has no {key} "
-                                   f"override it could stand for; give the value itself")
-            override = f"{name}={source.partition('=')[2]}"
-        unmasked.append(override)
-    return unmasked
 
 
 def one_line(text: str) -> str:
@@ -122,11 +47,6 @@ def one_line(text: str) -> str:
     for line in lines:
         joined += line if not joined else (" " if joined[-1] in ".:!?" else "; ") + line
     return joined
-
-
-def launcher_overrides(overrides: list[str]) -> list[str]:
-    """Overrides of the launcher: a clone is submitted with its sweep's recorded launcher settings."""
-    return [o for o in overrides if re.match(r"^(hydra\.launcher\b|hydra/launcher\b)", split_override(o)[1])]
 
 
 # -- side effects ------------------------------------------------------------------------------------------
@@ -174,9 +94,18 @@ def check_composes(payload: batch.Payload, overrides: list[str]) -> None:
 def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = False) -> Cloned:
     """Clone run `parent_id` with `changes` merged into its overrides (or, with replace, as its overrides)."""
     from slurmml.control.actions import refusal
+    from slurmml.launcher.script_runs import clone_synced, script_overrides, synced_meta
     from slurmml.launcher.slurm_backend import recorded_script_maker
+    from slurmml.registry.browse import config_maps
 
     parent = registry.run_with_sweep(parent_id)
+    meta = synced_meta(registry, parent_id) if parent.get("sweep_id") is None else None
+    values = {**config_maps(registry.conn, [parent_id])[0],
+              **dict(o.split("=", 1) for o in (parent.get("overrides") or []) if "=" in o)}
+    if meta is not None:  # a run from another machine: its code and command line, queued here
+        values.update(dict(o.split("=", 1) for o in script_overrides(list(meta.get("argv") or []))))
+        return clone_synced(registry, parent, meta, dataset_changes(list(changes), values), replace=replace)
+    changes = dataset_changes(list(changes), values)
     why = refusal("clone", parent, parent["owner"], getpass.getuser())
     if why:
         raise SlurmmlError(why)

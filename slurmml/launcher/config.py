@@ -33,6 +33,9 @@ class BaseQueueConf:
     dry_run: bool = False
     # seconds between GPU samples (utilization, memory, power, temperature) recorded for each run
     gpu_sample_interval_s: float = 5.0
+    # dataset versions the tasks read (NAME@VERSION or NAME@ALIAS), materialized into the shared data cache before
+    # anything is submitted: for compute nodes that cannot reach the object store (docs/data.md)
+    datasets: Optional[List[str]] = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from slurmml.slurm.parse import Partition
 # (the command that starts the task, as in submitit's executor).
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
-    "use_srun", "gpu_sample_interval_s", "python", "nproc_per_node",
+    "use_srun", "gpu_sample_interval_s", "python", "nproc_per_node", "datasets",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}

@@ -18,7 +18,7 @@ from slurmml.launcher import batch
 from slurmml.launcher.config import SlurmQueueConf
 from slurmml.launcher.plan import (ArrayChunk, Template, job_environment, log_folder, submitit_parameters,
                                    torchrun_command, warning_lead_s)
-from slurmml.launcher.task import task_arguments
+from slurmml.launcher.task import TASK_MODULE, task_arguments
 from slurmml.slurm.commands import available, run_command
 from slurmml.tracking.requeue import MAX_NUM_TIMEOUT_ENV, SIGNAL_DELAY_ENV
 from slurmml.slurm.parse import parse_job_id, sbatch_error_line
@@ -52,9 +52,10 @@ class ScriptMaker:
     nproc_per_node: Optional[int] = None  # torchrun mode
     lead_s: int = 120  # the warning signal's lead (plan.warning_lead_s)
     max_num_timeout: int = 0
+    task_module: str = TASK_MODULE  # the wrapper each task runs (task.task_arguments)
 
     def command(self, batch_dir: Path, offset: int) -> str:
-        arguments = task_arguments(batch_dir, offset=offset)
+        arguments = task_arguments(batch_dir, offset=offset, module=self.task_module)
         if self.nproc_per_node:
             return torchrun_command(self.python, arguments, self.nproc_per_node, self.lead_s)
         command = f"{self.python} " + shlex.join(arguments)

@@ -52,6 +52,18 @@ def _payload(
     )
 
 
+def _stage_datasets(conf: Mapping[str, Any]) -> None:
+    """The dataset versions the sweep declares (hydra.launcher.datasets), in the shared cache before any task starts,
+    with their aliases pinned, so tasks read them without the object store; one line if one cannot be staged."""
+    specs = [str(spec) for spec in conf.get("datasets") or []]
+    if not specs:
+        return
+    from slurmml.storage.data_cache import stage
+
+    for staged in stage(specs):
+        log.info(f"slurmml: staged dataset {staged.name}@v{staged.version} in {staged.path}")
+
+
 def _log_tasks(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
     from hydra.core.utils import filter_overrides
 
@@ -99,6 +111,7 @@ def launch_on_slurm(
             print(maker.render(preview_dir, chunk))
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
+    _stage_datasets(conf)
     _log_tasks(job_overrides, initial_job_idx)
     created = batch.missing_folders(maker.log_dir, sweep_dir / ".slurmml")
     target = _target(sweep_dir, job_overrides, initial_job_idx)
@@ -159,6 +172,7 @@ def launch_locally(
             print(f"# dry run, task #{initial_job_idx + index}: {' '.join(overrides)}")
         return queued_returns(job_overrides, [QueuedTask("dry-run", "", initial_job_idx + i) for i in range(len(job_overrides))])
 
+    _stage_datasets(conf)
     _log_tasks(job_overrides, initial_job_idx)
     created = batch.missing_folders(sweep_dir / ".slurmml")
     target = _target(sweep_dir, job_overrides, initial_job_idx)

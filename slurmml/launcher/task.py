@@ -17,13 +17,18 @@ from slurmml.launcher import batch
 from slurmml.tracking.distributed import export_torch_environment
 
 
-def task_arguments(batch_dir: Path, *, index: Optional[int] = None, offset: Optional[int] = None) -> list[str]:
+TASK_MODULE = "slurmml.launcher.task"
+
+
+def task_arguments(batch_dir: Path, *, index: Optional[int] = None, offset: Optional[int] = None,
+                   module: str = TASK_MODULE) -> list[str]:
     """What follows `python` to start tasks of a staged batch, as index_from_arguments reads it back:
-    task `index` (local runs), or the array task `offset` + SLURM_ARRAY_TASK_ID (Slurm)."""
+    task `index` (local runs), or the array task `offset` + SLURM_ARRAY_TASK_ID (Slurm). `module`: the task
+    wrapper (this one for Hydra payloads; slurmml.launcher.script_task for a script run cloned from elsewhere)."""
     if (index is None) == (offset is None):
         raise ValueError("give index or offset")
     which = [str(index)] if offset is None else ["--offset", str(offset)]
-    return ["-u", "-m", "slurmml.launcher.task", str(batch_dir), *which]
+    return ["-u", "-m", module, str(batch_dir), *which]
 
 
 def compose_config(payload: batch.Payload, overrides: list[str]) -> Any:

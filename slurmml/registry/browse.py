@@ -109,16 +109,29 @@ def config_maps(conn: sqlite3.Connection, run_ids: list[str]) -> list[dict[str, 
     return out
 
 
+BY_DATASET = "@dataset"  # the group key that ranks within each dataset version a run read (run_inputs)
+
+
 def leaderboard(conn: sqlite3.Connection, metric: str, mode: Optional[str] = None, sweep: Optional[str] = None,
-                group_key: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]:
+                group_key: Optional[str] = None, limit: int = 50,
+                dataset: Optional[tuple[str, Optional[int]]] = None) -> list[dict[str, Any]]:
     """Runs ranked by the last value of `metric` (or by their `result`): in one sweep or across all, optionally
-    ranked separately within each value of a shared config key (e.g. 'dataset'), matched exactly or as a
-    dotted suffix. Best first as slurmml.core.direction says unless `mode` is given; failed runs never rank."""
+    ranked separately within each value of a shared config key (e.g. 'model'), matched exactly or as a dotted
+    suffix, or with BY_DATASET within each dataset version the runs read ('digits@v2'; a run that read two is
+    ranked in both). `dataset` (name, version or None) keeps only the runs that read it. Best first as
+    slurmml.core.direction says unless `mode` is given; failed runs never rank."""
     mode = metric_mode(metric, sweep_direction(conn, sweep), mode)
     direction = "DESC" if mode == "max" else "ASC"
     args: list[Any] = []
     group_sql, join = "NULL", ""
-    if group_key:
+    if group_key == BY_DATASET:
+        join = "JOIN run_inputs i ON i.run = r.run"
+        group_sql = "json_quote(i.dataset || '@v' || i.version)"
+        if dataset is not None:
+            join += " AND i.dataset = ?" + (" AND i.version = ?" if dataset[1] is not None else "")
+            args.extend(value for value in dataset if value is not None)
+            dataset = None
+    elif group_key:
         match, match_args = key_sql("q.key", group_key)
         join = f"JOIN params p ON p.run = r.run AND p.key = (SELECT min(key) FROM params q WHERE q.run = r.run AND {match})"
         args.extend(match_args)
@@ -135,6 +148,10 @@ def leaderboard(conn: sqlite3.Connection, metric: str, mode: Optional[str] = Non
     if sweep:
         where += " AND r.sweep_id = ?"
         args.append(sweep)
+    if dataset is not None:
+        where += " AND r.run IN (SELECT run FROM run_inputs WHERE dataset = ?" + \
+                 (" AND version = ?)" if dataset[1] is not None else ")")
+        args.extend(value for value in dataset if value is not None)
     sql = (f"SELECT * FROM (SELECT r.id, r.sweep_id, r.job_num, r.state, r.overrides, {value} AS value, "
            f"{step} AS step, {group_sql} AS grp, "
            f"row_number() OVER (PARTITION BY {group_sql} ORDER BY {value} {direction}) AS rank "
@@ -274,7 +291,9 @@ class RunReads:
                               "SELECT k.name, s.* FROM metric_summary s JOIN metric_keys k USING (key) WHERE s.run = ?",
                               (key,))}
         run["artifacts"] = [dict(r) for r in self.conn.execute(
-            "SELECT name, path, size, time FROM artifacts WHERE run = ?", (key,))]
+            "SELECT name, path, size, time, digest, uri, upload FROM artifacts WHERE run = ?", (key,))]
+        run["inputs"] = [dict(r) for r in self.conn.execute(
+            "SELECT dataset, version, digest, time, fetched FROM run_inputs WHERE run = ? ORDER BY time", (key,))]
         run["params"] = self._logged_params(key)
         run["executions"] = executions.of_run(self.conn, run_id)
         run["direction"] = self.sweep_direction(run["sweep_id"]) if run["sweep_id"] else None
@@ -292,7 +311,8 @@ class RunReads:
         """
         row = self.conn.execute(
             "SELECT r.id, r.sweep_id, r.job_num, r.state, r.slurm_job_id, r.spool_path, r.log_path, r.overrides, "
-            "r.parent_id, r.restarts, r.host, r.pid, s.user AS owner, s.backend, s.cwd, s.sweep_dir, s.argv, s.launcher "
+            "r.parent_id, r.restarts, r.host, r.pid, s.user AS owner, s.backend, s.cwd, s.sweep_dir, s.argv, s.launcher, "
+            "EXISTS (SELECT 1 FROM synced_runs y WHERE y.run_id = r.id) AS synced "
             "FROM runs r LEFT JOIN sweeps s ON s.id = r.sweep_id WHERE r.id = ?", (run_id,)).fetchone()
         if row is None:
             raise SlurmmlError(f"no run {run_id!r} in {self.path}")

@@ -107,6 +107,9 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
             conn.execute("UPDATE artifacts SET upload = ?, uri = coalesce(?, uri), digest = coalesce(?, digest) "
                          "WHERE run = ? AND path = ? AND (upload IS NULL OR upload != 'uploaded')",
                          (record.get("upload"), record.get("uri"), record.get("digest"), run, record.get("path")))
+        elif kind == "config" and isinstance(record.get("config"), dict):  # known only once the task ran (script runs)
+            conn.execute("UPDATE runs SET config = ? WHERE run = ?", (json.dumps(record["config"]), run))
+            _store_config_params(conn, run, record["config"])
         elif kind == "input":  # slurmml.dataset(...): the exact version the run read
             conn.execute("INSERT OR IGNORE INTO run_inputs(run, dataset, version, digest, time, fetched) "
                          "VALUES (?, ?, ?, ?, ?, ?)",
@@ -160,18 +163,23 @@ def _on_start(conn: sqlite3.Connection, run: int, record: dict) -> None:
          json.dumps(record["config"]) if record.get("config") is not None else None,
          json.dumps(environment), slurm_restarts, run),
     )
-    if record.get("config"):  # a requeued run starts again: what it logged before keeps its value and mark
-        conn.executemany(
-            "INSERT INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value, num = excluded.num, type = excluded.type "
-            "WHERE NOT logged",
-            [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
-             for k, v in flatten(record["config"])],
-        )
+    if record.get("config"):
+        _store_config_params(conn, run, record["config"])
     executions.on_start(conn, run, record, environment.get("slurm") or {})
     conn.executemany("INSERT OR IGNORE INTO node_spools(run, path) VALUES (?, ?)",
                      [(run, str(path)) for path in record.get("node_spools") or []])
     _set_state(conn, run, "RUNNING", record.get("t"), "run")
+
+
+def _store_config_params(conn: sqlite3.Connection, run: int, config: dict) -> None:
+    """The config's values as params. A requeued run starts again: what it logged before keeps its value and mark."""
+    conn.executemany(
+        "INSERT INTO params(run, key, value, num, type) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value, num = excluded.num, type = excluded.type "
+        "WHERE NOT logged",
+        [(run, k, json.dumps(v), _number(v) if not isinstance(v, (str, bool)) else None, type(v).__name__)
+         for k, v in flatten(config)],
+    )
 
 
 def _set_state(conn: sqlite3.Connection, run: int, state: str, when: Any, source: str, **fields: Any) -> None:

@@ -364,9 +364,29 @@ def _start_local_run() -> tuple[RunInfo, SpoolWriter]:
         break
     info = RunInfo(run_id, run_dir, run_dir / "spool.jsonl")
     writer = SpoolWriter(info.spool)
-    writer.write(start_record(info, {}, []))
+    config, overrides = hydra_run_config()
+    writer.write(start_record(info, mask_config(config), mask_overrides(overrides)))
     _finish_at_exit()
     return info, writer
+
+
+def hydra_run_config() -> tuple[dict[str, Any], list[str]]:
+    """In a plain Hydra app (`python train.py lr=0.1`, not under slurmml's launcher): the task's resolved config,
+    which Hydra wrote to the run folder before calling the task, and its overrides; else ({}, [])."""
+    if "hydra" not in sys.modules:  # not a Hydra app: nothing to import
+        return {}, []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if not HydraConfig.initialized():
+            return {}, []
+        hydra = HydraConfig.get()
+        path = Path(hydra.runtime.output_dir) / str(hydra.output_subdir or ".hydra") / "config.yaml"
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+        return config if isinstance(config, dict) else {}, [str(o) for o in hydra.overrides.task]
+    except Exception:  # a Hydra this does not understand: the run is recorded all the same, without its config
+        return {}, []
 
 
 _uncaught: list[str] = []

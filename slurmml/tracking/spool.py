@@ -7,6 +7,7 @@ Records (`k` is the kind, `t` the Unix time it was made):
   {"k": "p", "t": .., "v": {"lr": 0.001}}                                      params
   {"k": "a", "t": .., "name": .., "path": .., "size": .., "digest": .., "upload": "pending" | null}   artifact
   {"k": "upload", "t": .., "path": .., "digest": .., "uri": "s3://..", "upload": "uploaded" | "failed: .."}
+  {"k": "config", "t": .., "config": {..}}       the resolved config, when only known after the start (script runs)
   {"k": "input", "t": .., "dataset": .., "version": 2, "digest": "sha256:..", "fetched": true}  a dataset used
   {"k": "gpu", "t": .., "gpu": 0, "uuid": .., "util": .., "mem_used": .., "mem_total": .., "power": .., "temp": ..}
   {"k": "end", "t": .., "state": "COMPLETED" | "FAILED", "exit_code": 0, "error": ".."}

@@ -17,7 +17,8 @@ from slurmml.control.actions import (
     requeue_run, scancel_problem, scontrol_problem,
 )
 from slurmml.errors import SlurmmlError
-from slurmml.launcher.clone import launcher_overrides, merge_overrides, one_line, split_override
+from slurmml.launcher.clone import one_line
+from slurmml.launcher.overrides import launcher_overrides, merge_overrides, split_override
 from slurmml.poller.loop import Poller
 from slurmml.registry import jobs
 from slurmml.registry.registry import Registry
@@ -337,7 +338,7 @@ def test_cli_refusals_are_one_line_each_and_exit_1(tmp_path: Path, monkeypatch) 
 
 
 def test_a_clone_gets_the_real_values_behind_masked_overrides() -> None:
-    from slurmml.launcher.clone import unmask_overrides
+    from slurmml.launcher.overrides import unmask_overrides
 
     parent = ["x=1", "+api_key=sk-1", "+db={host:h,password:pw}", "note=***"]
     # what the registry shows (and the TUI's clone editor starts from), edited
