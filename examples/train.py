@@ -29,6 +29,7 @@ import random
 import time
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import torch
 
 import slurmml
@@ -149,6 +150,10 @@ def main(cfg: DictConfig) -> float:
         slurmml.checkpoint_point(epoch, every=1, model=getattr(model, "module", model), optimizer=optimizer,
                                  trained_s=trained_s, batch_order=gen.get_state())
 
+    if rank == 0 and cfg.save_model:  # the trained weights as the run's artifact (uploaded with upload=true)
+        path = os.path.join(HydraConfig.get().runtime.output_dir, "model.pt")
+        torch.save(getattr(model, "module", model).state_dict(), path)
+        slurmml.log_artifact(path, upload=cfg.upload_model)
     print(f"val_acc={val_acc:.4f}", flush=True)
     return val_acc
 

@@ -82,6 +82,19 @@ def executions_table(run: dict[str, Any]) -> Table:
     return table
 
 
+def data_table(run: dict[str, Any]) -> Table:
+    """What the run read (dataset versions) and produced (artifacts, and where their bytes are)."""
+    table = Table("", "what", "where", box=None, padding=(0, 1), header_style="bold")
+    for used in run.get("inputs") or []:
+        table.add_row("used", Text(f"{used['dataset']}@v{used['version']}"), Text(used["digest"] or ""))
+    for artifact in run.get("artifacts") or []:
+        where = artifact.get("uri") or artifact.get("path") or ""
+        if artifact.get("upload") and artifact["upload"] != "uploaded":
+            where = f"{artifact['upload']}: {where}"
+        table.add_row("produced", Text(artifact["name"] or ""), Text(where))
+    return table
+
+
 def config_text(config: Optional[dict[str, Any]]) -> str:
     if not config:
         return "(not recorded yet: the run has not started)"
@@ -143,6 +156,8 @@ class RunDetailScreen(Screen):
                             yield Static(id="history", markup=False)
                             yield Label("Executions", id="executions-label", classes="section")
                             yield Static(id="executions", markup=False)
+                            yield Label("Data", id="data-label", classes="section")
+                            yield Static(id="data", markup=False)
                         with Vertical(id="config-column"):
                             yield Label("Resolved config", classes="section")
                             yield Static(id="config", markup=False)
@@ -188,6 +203,9 @@ class RunDetailScreen(Screen):
         several = len(run.get("executions") or []) > 1  # a run that ran once has nothing to add here
         self.query_one("#executions", Static).update(executions_table(run) if several else "")
         self.query_one("#executions-label", Label).display = self.query_one("#executions", Static).display = several
+        has_data = bool(run.get("inputs") or run.get("artifacts"))
+        self.query_one("#data", Static).update(data_table(run) if has_data else "")
+        self.query_one("#data-label", Label).display = self.query_one("#data", Static).display = has_data
         self.query_one("#config", Static).update(config_text(run.get("config")))
         self._show_plots(run, curves)
         self._show_gpu(run["gpu"])

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from slurmml.errors import SlurmmlError
 from slurmml.core.direction import RESULT, default_metric, shared_direction
+from slurmml.registry.browse import BY_DATASET
 from slurmml.tui.messages import OpenRun
 from slurmml.tui.model import format_number
 from slurmml.tui.source import RegistrySource
@@ -59,7 +60,8 @@ class LeaderboardScreen(Screen):
         with Horizontal(id="controls"):
             yield Select([], prompt="metric", id="metric", allow_blank=True)
             yield Select([("all sweeps", ALL_SWEEPS)], value=ALL_SWEEPS, id="scope", allow_blank=False)
-            yield Input(placeholder="rank within a config key, e.g. dataset", id="group-key")
+            yield Input(placeholder="rank within a config key (e.g. model), or @dataset: each dataset version",
+                        id="group-key")
         yield DataTable(id="board", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -139,6 +141,8 @@ class LeaderboardScreen(Screen):
         except SlurmmlError as error:
             deliver(self, self.notify, str(error), severity="error", markup=False)
             return None
+        if not rows and group_key == BY_DATASET:
+            return Board(metric, mode, group_key, rows, "no ranked run recorded a dataset it read (slurmml.dataset)")
         if not rows and group_key and not self.source.has_config_key(group_key):
             return Board(metric, mode, group_key, rows,
                          f"no run has a config key {group_key!r} (nested keys are dotted, e.g. model.name)")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from slurmml import __version__
-from slurmml.cli import actions, cluster, lineage, report, runs, tui, watch
+from slurmml.cli import actions, artifacts, cluster, datasets, lineage, report, runs, storage, sync, tui, watch
 from slurmml.errors import SlurmmlError
 
 
@@ -38,5 +38,6 @@ def main() -> None:
 # the modules, not their commands, are named here: `slurmml.cli.watch` stays the module
 for _command in (runs.info, runs.status, runs.sweeps, runs.runs, runs.show, report.report, watch.watch, tui.tui,
                  actions.cancel, actions.requeue, actions.clone, actions.resubmit, cluster.cluster,
-                 lineage.lineage, lineage.leaderboard):
+                 lineage.lineage, lineage.leaderboard, datasets.dataset, artifacts.artifacts, sync.sync,
+                 storage.storage):
     main.add_command(_command)

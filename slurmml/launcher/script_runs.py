@@ -40,6 +40,32 @@ def launcher_settings(changes: list[str]) -> dict[str, Any]:
     return settings
 
 
+def code_folder(meta: dict, root: Path) -> Path:
+    """The run's code snapshot, unpacked once per digest under `root` (into a temporary folder, then renamed: a
+    folder under its digest is complete), and the folder in it that stands for the run's original cwd."""
+    import os
+    import shutil
+
+    from slurmml.storage.s3 import open_store
+    from slurmml.storage.shipping import fetch_code
+
+    code = meta.get("code") or {}
+    digest = str(code.get("digest") or "")
+    if not digest:
+        raise SlurmmlError(f"run {meta.get('run_id', '?')} has no code snapshot ({code.get('note') or 'none taken'})")
+    folder = root / digest
+    if not folder.is_dir():
+        temporary = root / f".{digest}.{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        fetch_code(open_store(), meta, temporary)
+        try:
+            os.rename(temporary, folder)
+        except OSError:  # another clone unpacked the same code first: theirs is the same bytes
+            shutil.rmtree(temporary, ignore_errors=True)
+    cwd = folder / code["cwd"] if code.get("cwd") else folder
+    return cwd if cwd.is_dir() else folder
+
+
 def synced_meta(registry: Any, run_id: str) -> Optional[dict[str, Any]]:
     row = registry.conn.execute("SELECT meta FROM synced_runs WHERE run_id = ?", (run_id,)).fetchone()
     return json.loads(row[0]) if row and row[0] else None
@@ -54,8 +80,6 @@ def clone_synced(registry: Any, parent: dict, meta: dict, changes: list[str], re
     from slurmml.launcher.script_task import ScriptPayload, ScriptRun
     from slurmml.launcher.slurm_backend import recorded_script_maker, submit_arrays
     from slurmml.launcher.plan import ArrayChunk
-    from slurmml.storage.s3 import open_store
-    from slurmml.storage.shipping import fetch_code
 
     argv = list(meta.get("argv") or [])
     if not argv or not meta.get("code"):
@@ -64,7 +88,7 @@ def clone_synced(registry: Any, parent: dict, meta: dict, changes: list[str], re
     task_changes = [c for c in changes if c not in launcher_overrides(changes)]
     overrides = list(task_changes) if replace else merge_overrides(script_overrides(argv), task_changes)
     home = slurmml_home()
-    cwd = fetch_code(open_store(), meta, home / "code")
+    cwd = code_folder(meta, home / "code")
     script = Path(argv[0]).name if Path(argv[0]).is_absolute() else argv[0]
     if not (cwd / script).is_file():
         raise SlurmmlError(f"run {parent['id']}: {script} is not in its code snapshot")

@@ -104,9 +104,11 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                          (run, record.get("name"), record.get("path"), record.get("size"), when, record.get("digest"),
                           record.get("uri"), record.get("upload")))
         elif kind == "upload":  # an artifact's background upload ended (tracking/artifacts.py)
+            # only the pending row it answers: `logged` is its `a` record's time (a path logged again is another row)
             conn.execute("UPDATE artifacts SET upload = ?, uri = coalesce(?, uri), digest = coalesce(?, digest) "
-                         "WHERE run = ? AND path = ? AND (upload IS NULL OR upload != 'uploaded')",
-                         (record.get("upload"), record.get("uri"), record.get("digest"), run, record.get("path")))
+                         "WHERE run = ? AND path = ? AND upload = 'pending' AND (? IS NULL OR time = ?)",
+                         (record.get("upload"), record.get("uri"), record.get("digest"), run, record.get("path"),
+                          record.get("logged"), record.get("logged")))
         elif kind == "config" and isinstance(record.get("config"), dict):  # known only once the task ran (script runs)
             conn.execute("UPDATE runs SET config = ? WHERE run = ?", (json.dumps(record["config"]), run))
             _store_config_params(conn, run, record["config"])

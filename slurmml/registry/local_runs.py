@@ -34,7 +34,8 @@ class LocalRuns:
         host = socket.gethostname()
         dead = {}
         for run_id, pid in self.conn.execute(
-                "SELECT id, pid FROM runs WHERE sweep_id IS NULL AND state = 'RUNNING' AND host = ? AND pid IS NOT NULL",
+                "SELECT id, pid FROM runs WHERE sweep_id IS NULL AND state = 'RUNNING' AND host = ? AND pid IS NOT NULL "
+                "AND id NOT IN (SELECT run_id FROM synced_runs)",  # another machine's pid (registry/synced.py)
                 (host,)):
             try:
                 os.kill(pid, 0)

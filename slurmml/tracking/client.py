@@ -74,18 +74,29 @@ def log_params(**params: Any) -> None:
         (_writer or current_writer()).write({"k": "p", "t": _time(), "v": mask_config(params)})
 
 
-def log_artifact(path: Union[str, os.PathLike], name: Optional[str] = None) -> None:
+def log_artifact(path: Union[str, os.PathLike], name: Optional[str] = None, upload: Optional[bool] = None) -> None:
     """Record a file or folder (path and size in bytes); it stays where it is.
 
+    With `upload` (default: SLURMML_UPLOAD_ARTIFACTS=1) its bytes also go to the object store, from a background
+    thread (slurmml.tracking.artifacts): the record says "pending" at once, an `upload` record follows.
     A path that cannot be read is recorded with size null and reported on stderr, not raised:
     a typo in a checkpoint path must not fail a finished training run.
     """
+    from slurmml.tracking import artifacts
+
     resolved = Path(path).expanduser().absolute()
     size = _size(resolved)
     if size is None:
         print(f"slurmml: log_artifact: cannot read {resolved}; recorded without a size", file=sys.stderr)
-    (_writer or current_writer()).write(
-        {"k": "a", "t": _time(), "name": name or resolved.name, "path": str(resolved), "size": size})
+    writer = _writer or current_writer()
+    record = {"k": "a", "t": _time(), "name": name or resolved.name, "path": str(resolved), "size": size}
+    uploading = size is not None and isinstance(writer, SpoolWriter) and (
+        upload if upload is not None else artifacts.upload_by_default())
+    if uploading:
+        record["upload"] = artifacts.PENDING
+    writer.write(record)
+    if uploading:
+        artifacts.upload_later(writer, resolved, record["t"])
 
 
 class _Run:
@@ -365,9 +376,22 @@ def _start_local_run() -> tuple[RunInfo, SpoolWriter]:
     info = RunInfo(run_id, run_dir, run_dir / "spool.jsonl")
     writer = SpoolWriter(info.spool)
     config, overrides = hydra_run_config()
-    writer.write(start_record(info, mask_config(config), mask_overrides(overrides)))
+    start = start_record(info, mask_config(config), mask_overrides(overrides))
+    writer.write(start)
+    _ship_local_run(info, start)  # before _finish_at_exit: its last ship runs after the end record (atexit order)
     _finish_at_exit()
     return info, writer
+
+
+def _ship_local_run(info: RunInfo, start: dict[str, Any]) -> None:
+    """Ship the run to the object store while it runs, if one is configured (slurmml.tracking.shipper)."""
+    from slurmml.tracking.shipper import shipping_enabled, start_shipping
+
+    if not shipping_enabled():
+        return
+    script = sys.argv[0] if sys.argv and os.path.isfile(sys.argv[0]) else None
+    start_shipping(info.id, info.dir, argv=start["argv"], cwd=start["cwd"],
+                   script=os.path.abspath(script) if script else None, host=start["host"], created=start["t"])
 
 
 def hydra_run_config() -> tuple[dict[str, Any], list[str]]:

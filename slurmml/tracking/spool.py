@@ -6,7 +6,8 @@ Records (`k` is the kind, `t` the Unix time it was made):
   {"k": "m", "t": .., "s": step or null, "v": {"loss": 0.12, "acc": 0.9}}       metrics
   {"k": "p", "t": .., "v": {"lr": 0.001}}                                      params
   {"k": "a", "t": .., "name": .., "path": .., "size": .., "digest": .., "upload": "pending" | null}   artifact
-  {"k": "upload", "t": .., "path": .., "digest": .., "uri": "s3://..", "upload": "uploaded" | "failed: .."}
+  {"k": "upload", "t": .., "path": .., "logged": <its a record's t>, "digest": .., "uri": "s3://..",
+   "upload": "uploaded" | "pending" | "failed: .."}
   {"k": "config", "t": .., "config": {..}}       the resolved config, when only known after the start (script runs)
   {"k": "input", "t": .., "dataset": .., "version": 2, "digest": "sha256:..", "fetched": true}  a dataset used
   {"k": "gpu", "t": .., "gpu": 0, "uuid": .., "util": .., "mem_used": .., "mem_total": .., "power": .., "temp": ..}

@@ -277,6 +277,10 @@ def script_calls(monkeypatch: pytest.MonkeyPatch) -> list:
         return calls[-1]
 
     monkeypatch.setattr(devcluster.subprocess, "call", call)
+    from slurmml.devcluster import s3server
+
+    for action in ("up", "down", "status"):  # the dev S3 server of this machine is left as it is
+        monkeypatch.setattr(s3server, action, lambda action=action: calls.insert(-1, ["s3", action]) or 0)
     return calls
 
 
@@ -286,7 +290,7 @@ def test_cluster_runs_the_devcluster_script_with_its_action(action: str, script_
 
     assert devcluster.SCRIPT.is_file()
     assert invoke("cluster", action).exit_code == 0
-    assert script_calls[:-1] == [["bash", str(devcluster.SCRIPT), action]]
+    assert script_calls[:-1] == [["bash", str(devcluster.SCRIPT), action], ["s3", action]]
 
 
 def test_cluster_exits_with_the_scripts_exit_code_and_no_traceback(script_calls: list) -> None:
