@@ -105,7 +105,7 @@ def main(cfg: DictConfig) -> float:
         x, y = load_points(slurmml.dataset(cfg.dataset))
     else:
         x, y = make_spiral(cfg.n_samples, cfg.n_classes, cfg.noise, gen)
-    n_val = int(cfg.n_samples * cfg.val_fraction)
+    n_val = int(len(x) * cfg.val_fraction)
     x_val, y_val, x_train, y_train = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
 
     model = build_model(cfg.model, cfg.n_classes)

@@ -61,7 +61,7 @@ def _stage_datasets(conf: Mapping[str, Any]) -> None:
     from slurmml.storage.data_cache import stage
 
     for staged in stage(specs):
-        log.info(f"slurmml: staged dataset {staged.name}@v{staged.version} in {staged.path}")
+        print(f"slurmml: staged dataset {staged.name}@v{staged.version} in {staged.path}", file=sys.stderr)
 
 
 def _log_tasks(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
