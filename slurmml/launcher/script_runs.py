@@ -40,6 +40,19 @@ def launcher_settings(changes: list[str]) -> dict[str, Any]:
     return settings
 
 
+def script_in(meta: dict, recorded: str) -> str:
+    """The script's path relative to the run's cwd: the recorded argv[0] if relative, else where git placed it
+    in the repository (relative to the cwd's place there), else its bare name."""
+    import os
+
+    if not Path(recorded).is_absolute():
+        return recorded
+    git = meta.get("git") or {}
+    if git.get("script"):
+        return os.path.relpath(git["script"], git.get("cwd") or ".")
+    return Path(recorded).name
+
+
 def code_folder(meta: dict, root: Path) -> Path:
     """The run's code snapshot, unpacked once per digest under `root` (into a temporary folder, then renamed: a
     folder under its digest is complete), and the folder in it that stands for the run's original cwd."""
@@ -89,7 +102,7 @@ def clone_synced(registry: Any, parent: dict, meta: dict, changes: list[str], re
     overrides = list(task_changes) if replace else merge_overrides(script_overrides(argv), task_changes)
     home = slurmml_home()
     cwd = code_folder(meta, home / "code")
-    script = Path(argv[0]).name if Path(argv[0]).is_absolute() else argv[0]
+    script = script_in(meta, argv[0])
     if not (cwd / script).is_file():
         raise SlurmmlError(f"run {parent['id']}: {script} is not in its code snapshot")
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
