@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from slurmml.core.tables import Column
+from slurmml.core.tables import Column, size_text
 from slurmml.errors import SlurmmlError
 
 _COLUMNS = ["name", Column("size_text", "size"), Column("digest_short", "sha256", priority=2), "upload",
@@ -36,11 +36,9 @@ def _artifacts_of(run_id: str) -> list[dict[str, Any]]:
 
 
 def _row(artifact: dict[str, Any]) -> dict[str, Any]:
-    from slurmml.storage.blobs import size_text
-
     digest = artifact.get("digest")
     size = artifact.get("size")
-    return {**artifact, "upload": artifact.get("upload") or "-", "size_text": size_text(size) if size is not None else "",
+    return {**artifact, "upload": artifact.get("upload") or "-", "size_text": size_text(size),
             "digest_short": digest[:12] if digest else ""}
 
 

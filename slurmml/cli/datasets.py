@@ -12,7 +12,7 @@ from typing import Any, Optional
 import click
 
 from slurmml.cli.output import emit
-from slurmml.core.tables import Column
+from slurmml.core.tables import Column, size_text
 
 _PROGRESS = click.option("--progress/--no-progress", default=None,
                          help="Show transfer bars even when not on a terminal (or never). Default: on a terminal.")
@@ -36,12 +36,6 @@ def _where(store: Any, quiet_stdout: bool = False, what: str = "store") -> None:
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
-def _size(n: Any) -> str:
-    from slurmml.core.manifest import size_text
-
-    return size_text(n)
 
 
 @click.group("dataset")
@@ -73,14 +67,14 @@ def add(name: str, path: str, message: Optional[str], as_json: bool, progress: O
     elif document.get("unchanged"):
         click.echo(f"{label} already holds exactly these files: nothing added")
     elif document["kind"] == "reference":
-        click.echo(f"added {label}: {_count(document['file_count'], 'object')}, {_size(document['bytes'])}, "
+        click.echo(f"added {label}: {_count(document['file_count'], 'object')}, {size_text(document['bytes'])}, "
                    f"referenced in place (nothing copied)")
     else:
         stats = document["stats"]
         reused = document["file_count"] - stats["new_files"]
         parent = f", {reused} reused from v{document['parent']}" if document["parent"] and reused else ""
-        click.echo(f"added {label}: {_count(document['file_count'], 'file')}, {_size(document['bytes'])}; "
-                   f"{stats['new_files']} new{parent}; uploaded {_size(stats['uploaded_bytes'])} in "
+        click.echo(f"added {label}: {_count(document['file_count'], 'file')}, {size_text(document['bytes'])}; "
+                   f"{stats['new_files']} new{parent}; uploaded {size_text(stats['uploaded_bytes'])} in "
                    f"{_count(stats['uploaded_objects'], 'object')} ({document['digest'][:19]})")
 
 
@@ -130,16 +124,16 @@ def show(spec: str, with_files: bool, as_json: bool, as_csv: bool) -> None:
     fields = [("dataset", f"{document['name']}@v{document['version']}"), ("digest", document["digest"]),
               ("aliases", " ".join(document["aliases"])), ("parent", f"v{document['parent']}" if document["parent"]
                                                           else None),
-              ("files", document["file_count"]), ("size", _size(document["bytes"])), ("kind", document["kind"]),
+              ("files", document["file_count"]), ("size", size_text(document["bytes"])), ("kind", document["kind"]),
               ("source", document["source"]), ("message", document.get("message")),
               ("created", f"{document['created']} by {document['user']} on {document['host']}")]
     if document["kind"] == "stored" and stats:
-        fields.append(("upload", f"{_size(stats.get('uploaded_bytes'))} in "
+        fields.append(("upload", f"{size_text(stats.get('uploaded_bytes'))} in "
                                  f"{_count(stats.get('uploaded_objects') or 0, 'object')} "
                                  f"({_count(stats.get('new_files') or 0, 'new file')})"))
     print_fields([(k, v) for k, v in fields if v not in (None, "")])
     if with_files:
-        emit([dict(f, size=_size(f["size"]), sha256=(f.get("sha256") or "")[:12]) for f in document["files"]],
+        emit([dict(f, size=size_text(f["size"]), sha256=(f.get("sha256") or "")[:12]) for f in document["files"]],
              False, False, file_columns, "files")
 
 
@@ -157,16 +151,16 @@ def diff(a: str, b: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    rows = [{"change": "+", "path": f["path"], "size": _size(f["size"])} for f in result["added"]]
-    rows += [{"change": "-", "path": f["path"], "size": _size(f["size"])} for f in result["removed"]]
-    rows += [{"change": "~", "path": f["path"], "size": f"{_size(f['size_a'])} -> {_size(f['size_b'])}"}
+    rows = [{"change": "+", "path": f["path"], "size": size_text(f["size"])} for f in result["added"]]
+    rows += [{"change": "-", "path": f["path"], "size": size_text(f["size"])} for f in result["removed"]]
+    rows += [{"change": "~", "path": f["path"], "size": f"{size_text(f['size_a'])} -> {size_text(f['size_b'])}"}
              for f in result["changed"]]
     if rows:
         emit(sorted(rows, key=lambda r: r["path"]), False, False,
              [Column("change", " "), Column("path", wrap=True), "size"], f"{result['a']} -> {result['b']}")
-    click.echo(f"{result['a']} -> {result['b']}: {len(result['added'])} added ({_size(result['bytes_added'])}), "
-               f"{len(result['removed'])} removed ({_size(result['bytes_removed'])}), {len(result['changed'])} "
-               f"changed ({_size(result['bytes_changed'])}), {result['unchanged']} unchanged")
+    click.echo(f"{result['a']} -> {result['b']}: {len(result['added'])} added ({size_text(result['bytes_added'])}), "
+               f"{len(result['removed'])} removed ({size_text(result['bytes_removed'])}), {len(result['changed'])} "
+               f"changed ({size_text(result['bytes_changed'])}), {result['unchanged']} unchanged")
 
 
 @dataset.command("get")
@@ -181,7 +175,7 @@ def get(spec: str, dest: Optional[str], progress: Optional[bool]) -> None:
     _where(store)
     document, path = datasets.get(store, spec, dest, progress=_progress(progress))
     click.echo(f"got {document['name']}@v{document['version']} ({_count(document['file_count'], 'file')}, "
-               f"{_size(document['bytes'])}) into {path}")
+               f"{size_text(document['bytes'])}) into {path}")
 
 
 @dataset.command("alias")
@@ -219,7 +213,7 @@ def verify(spec: str, as_json: bool, progress: Optional[bool]) -> None:
     if not result["ok"]:
         raise SlurmmlError(f"{label} failed verification: {len(result['problems'])} problem(s)")
     if not as_json:
-        click.echo(f"{label}: {_count(result['files'], 'file')}, {_size(result['bytes'])} intact")
+        click.echo(f"{label}: {_count(result['files'], 'file')}, {size_text(result['bytes'])} intact")
 
 
 @dataset.command("stage")

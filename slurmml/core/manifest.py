@@ -413,14 +413,3 @@ def copies(files: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
             first[key] = entry["path"]
     return others
 
-
-def size_text(n: Optional[float]) -> str:
-    """Bytes for people: 512 B, 3.4 KB, 12 MB, 1.2 GB (powers of 1000, as disks and S3 consoles count)."""
-    if n is None:
-        return ""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1000
-    return f"{value:.3g} PB"

@@ -113,3 +113,15 @@ def compact_duration(seconds: Optional[float]) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def size_text(n: Optional[float]) -> str:
+    """Bytes for people: 512 B, 3.4 KB, 12 MB, 1.2 GB (powers of 1000, as disks and S3 consoles count); '' for None."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} TB"

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, TypeVar, Union
 
+from slurmml.core.tables import size_text
 from slurmml.errors import SlurmmlError
 from slurmml.storage.s3 import NotFound, ObjectStore, StorageError, describe, error_code
 
@@ -70,16 +71,6 @@ def sha256_file(path: PathLike, progress: Progress = None) -> tuple[str, int]:
             if progress is not None:
                 progress(count)
     return digest.hexdigest(), size
-
-
-def size_text(n: float) -> str:
-    """Bytes for people: 512 B, 3.4 KB, 12 MB, 1.2 GB (powers of 1000, as disks count)."""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1000
-    return f"{value:.3g} TB"
 
 
 def part_size_for(size: int, wanted: int) -> int:

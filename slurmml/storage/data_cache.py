@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional
 
 from slurmml.core import manifest as m
+from slurmml.core.tables import size_text
 from slurmml.errors import SlurmmlError
 
 CACHE_ENV = "SLURMML_DATA_CACHE"
@@ -192,7 +193,7 @@ class DataCache:
                 if final.exists():
                     _remove(final)
                 check_space(final.parent, int(document.get("bytes") or 0),
-                            f"{label} ({m.size_text(document.get('bytes'))})")
+                            f"{label} ({size_text(document.get('bytes'))})")
                 temporary = final.parent / f".{final.name}.tmp-{os.getpid()}"
                 try:
                     temporary.mkdir()
@@ -337,6 +338,6 @@ def stage(specs: Iterable[str], store: Any = None, progress: Any = True,
 
 def note(opened: Opened, seconds: float) -> str:
     """The line a job prints when it downloaded a version."""
-    return (f"slurmml: dataset {opened.name}@v{opened.version}: downloaded {m.size_text(opened.bytes)} to "
+    return (f"slurmml: dataset {opened.name}@v{opened.version}: downloaded {size_text(opened.bytes)} to "
             f"{opened.path} in {seconds:.1f} s")
 

@@ -36,6 +36,7 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from slurmml.core import manifest as m
+from slurmml.core.tables import size_text
 from slurmml.errors import SlurmmlError
 from slurmml.storage.config import parse_url
 from slurmml.storage.s3 import NotFound, ObjectStore, StorageError, describe, error_code
@@ -464,7 +465,7 @@ def list_datasets(store: ObjectStore) -> list[dict[str, Any]]:
         latest = read_version(store, name, max(versions))
         pointing = aliases(store, name, keys["aliases"])
         rows.append({"name": name, "latest": f"v{latest['version']}", "versions": len(versions),
-                     "files": latest["file_count"], "bytes": latest["bytes"], "size": m.size_text(latest["bytes"]),
+                     "files": latest["file_count"], "bytes": latest["bytes"], "size": size_text(latest["bytes"]),
                      "kind": latest["kind"], "created": latest["created"], "user": latest["user"],
                      "aliases": " ".join(f"{a}=v{v}" for a, v in sorted(pointing.items())),
                      "digest": latest["digest"]})
@@ -603,8 +604,8 @@ def check_space(folder: Path, needed: int, doing: str) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise SlurmmlError(f"no space in {folder} for {doing}: it needs {m.size_text(needed)}, "
-                           f"{m.size_text(free)} are free")
+        raise SlurmmlError(f"no space in {folder} for {doing}: it needs {size_text(needed)}, "
+                           f"{size_text(free)} are free")
 
 
 def get(store: ObjectStore, spec: str, dest: Optional[Union[str, os.PathLike]] = None,
@@ -616,7 +617,7 @@ def get(store: ObjectStore, spec: str, dest: Optional[Union[str, os.PathLike]] =
     folder = Path(dest if dest is not None else document["name"]).expanduser().absolute()
     _check_destination(folder)
     label = f"{document['name']}@v{document['version']}"
-    check_space(folder.parent, document["bytes"], f"{label} ({m.size_text(document['bytes'])})")
+    check_space(folder.parent, document["bytes"], f"{label} ({size_text(document['bytes'])})")
     partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
     try:
         partial.mkdir(parents=True)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from slurmml.tracking.notices import Notices
 
 UPLOAD_ENV = "SLURMML_UPLOAD_ARTIFACTS"
 EXIT_WAIT_S = 120.0
@@ -42,7 +43,7 @@ class Uploads:
         self._busy = 0  # queued or running
         self._condition = threading.Condition()
         self._thread: Optional[threading.Thread] = None
-        self._said: set[str] = set()
+        self._notices = Notices()
         self._pid = os.getpid()
 
     def submit(self, writer: Any, path: Path, logged: Optional[float] = None) -> None:
@@ -139,13 +140,7 @@ class Uploads:
 
     def _say(self, kind: str, message: str) -> None:
         """Once per kind of problem: a job logging 100 checkpoints says it once."""
-        if kind in self._said:
-            return
-        self._said.add(kind)
-        try:
-            print(f"slurmml: {message}", file=sys.stderr, flush=True)
-        except Exception:  # stderr closed: nothing more to do
-            pass
+        self._notices.say(kind, message)
 
 
 _uploads: Optional[Uploads] = None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from slurmml.errors import SlurmmlError
+from slurmml.tracking.notices import Notices
 
 SHIP_ENV = "SLURMML_SHIP_RUNS"
 INTERVAL_S = 15.0
@@ -45,7 +46,7 @@ class Shipper:
         self._prepared = False
         self._problem: Optional[str] = None
         self._stopped: Optional[str] = None  # a conflict: nothing more is shipped
-        self._said = False
+        self._notices = Notices()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="slurmml-ship", daemon=True)
 
@@ -107,13 +108,7 @@ class Shipper:
 
     def _note(self, message: str) -> None:
         """One line on stderr, the first time only: a store that is down must not flood the script's output."""
-        if self._said:
-            return
-        self._said = True
-        try:
-            print(f"slurmml: {message}", file=sys.stderr, flush=True)
-        except Exception:
-            pass
+        self._notices.say("shipping", message)
 
     # ------------------------------------------------------------ at exit
 

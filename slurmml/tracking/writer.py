@@ -17,12 +17,13 @@ import atexit
 import json
 import os
 import signal
-import sys
 import threading
 import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from slurmml.tracking.notices import Notices
 
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 MAX_BUFFERED_RECORDS = 20_000  # about 10 MB of records; the flush thread keeps far below it in normal use
@@ -49,7 +50,7 @@ class SpoolWriter:
         self._lock_owner: Optional[int] = None
         self._fd: Optional[int] = None
         self._pending = b""  # bytes a failed or partial write left behind
-        self._reported: set[str] = set()  # kinds of problems already reported on stderr
+        self._notices = Notices()
         self._closed = False
         self._pid = os.getpid()
         self._stop = threading.Event()
@@ -169,14 +170,7 @@ class SpoolWriter:
                 pass
 
     def _report(self, kind: str, message: str) -> None:
-        """Say it once per kind of problem: a full disk must not flood the job's log."""
-        if kind in self._reported:
-            return
-        self._reported.add(kind)
-        try:
-            print(f"slurmml: {message}", file=sys.stderr, flush=True)
-        except Exception:  # stderr closed or broken: nothing more can be done
-            pass
+        self._notices.say(kind, message)
 
     def _flush_from_signal(self) -> None:
         """Flush from a signal handler (main thread), which may have interrupted this thread's own flush."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurmml.core import manifest as m
+from slurmml.core.tables import size_text
 from slurmml.errors import SlurmmlError
 
 MiB = 1024 * 1024
@@ -132,5 +133,5 @@ def test_a_download_fetches_mostly_wanted_packs_whole_and_the_rest_by_merged_ran
 
 
 def test_sizes_read_as_people_count_them() -> None:
-    assert [m.size_text(n) for n in (0, 999, 1000, 1_500_000, 3.2e9)] == ["0 B", "999 B", "1 KB", "1.5 MB", "3.2 GB"]
+    assert [size_text(n) for n in (0, 999, 1000, 1_500_000, 3.2e9)] == ["0 B", "999 B", "1 KB", "1.5 MB", "3.2 GB"]
     assert m.version_ranges([5, 1, 2, 3]) == "v1-v3, v5" and m.version_ranges([]) == ""
