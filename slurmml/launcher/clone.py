@@ -25,7 +25,8 @@ from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 from slurmml.launcher.local_backend import start_detached
 from slurmml.launcher.pipeline import BatchTarget, launch_batch
-from slurmml.launcher.overrides import Cloned, dataset_changes, launcher_overrides, merge_overrides, unmask_overrides
+from slurmml.launcher.overrides import (Cloned, dataset_changes, launcher_overrides, merge_overrides, override_values,
+                                        unmask_overrides)
 from slurmml.launcher.recording import JobNumberTaken, record_runs
 
 if TYPE_CHECKING:
@@ -100,10 +101,9 @@ def clone(registry: Any, parent_id: str, changes: list[str], replace: bool = Fal
 
     parent = registry.run_with_sweep(parent_id)
     meta = synced_meta(registry, parent_id) if parent.get("sweep_id") is None else None
-    values = {**config_maps(registry.conn, [parent_id])[0],
-              **dict(o.split("=", 1) for o in (parent.get("overrides") or []) if "=" in o)}
+    values = {**config_maps(registry.conn, [parent_id])[0], **override_values(parent.get("overrides") or [])}
     if meta is not None:  # a run from another machine: its code and command line, queued here
-        values.update(dict(o.split("=", 1) for o in script_overrides(list(meta.get("argv") or []))))
+        values.update(override_values(script_overrides(list(meta.get("argv") or []))))
         return clone_synced(registry, parent, meta, dataset_changes(list(changes), values), replace=replace)
     changes = dataset_changes(list(changes), values)
     why = refusal("clone", parent, parent["owner"], getpass.getuser())

@@ -86,6 +86,16 @@ def unmask_overrides(overrides: list[str], parent: list[str]) -> list[str]:
 _DATASET_TOKEN = re.compile(r"^[A-Za-z0-9][\w.\-]*@[\w.\-]+$")
 
 
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """`key=value` overrides as {key: value} (prefixes `+`/`++` dropped; `~key` and flags left out)."""
+    values = {}
+    for override in overrides:
+        if "=" in override:
+            key, _, value = override.partition("=")
+            values[key.lstrip("+").strip()] = value
+    return values
+
+
 def dataset_changes(changes: list[str], values: dict[str, Any]) -> list[str]:
     """Bare `NAME@VERSION` changes (`digits@v3`) as overrides of every config key whose value names that dataset
     (`data.dataset=digits@v3`); `values` is the parent's flattened config and overrides. Other changes stay."""

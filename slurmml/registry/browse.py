@@ -17,6 +17,7 @@ from slurmml.core.direction import RESULT, metric_mode, shared_direction
 from slurmml.core.states import ACTIVE_STATES, FAILED_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.registry import executions
+from slurmml.registry.lineage import inputs_of
 from slurmml.registry.query import RUN_COLUMNS, downsample, filters_sql, key_sql, parse_filter, parse_sort
 from slurmml.registry.store import placeholders
 
@@ -292,8 +293,7 @@ class RunReads:
                               (key,))}
         run["artifacts"] = [dict(r) for r in self.conn.execute(
             "SELECT name, path, size, time, digest, uri, upload FROM artifacts WHERE run = ?", (key,))]
-        run["inputs"] = [dict(r) for r in self.conn.execute(
-            "SELECT dataset, version, digest, time, fetched FROM run_inputs WHERE run = ? ORDER BY time", (key,))]
+        run["inputs"] = inputs_of(self.conn, key)
         run["params"] = self._logged_params(key)
         run["executions"] = executions.of_run(self.conn, run_id)
         run["direction"] = self.sweep_direction(run["sweep_id"]) if run["sweep_id"] else None

@@ -11,8 +11,9 @@ from slurmml.errors import SlurmmlError
 _RUN_BRIEF = "r.id, r.sweep_id, r.state, r.host, r.created, r.result"
 
 
-def _brief(row: sqlite3.Row) -> dict[str, Any]:
-    return {key: row[key] for key in row.keys()}
+def _fields(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a dict, without the runs table's internal key."""
+    return {key: row[key] for key in row.keys() if key != "run"}
 
 
 def run_lineage(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def run_lineage(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     if row is None:
         raise SlurmmlError(f"no run {run_id!r} in the registry")
     key = row["run"]
-    run = {k: row[k] for k in row.keys() if k != "run"}
+    run = _fields(row)
     run["inputs"] = inputs_of(conn, key)
     run["artifacts"] = [dict(r) for r in conn.execute(
         "SELECT name, size, digest, uri, upload, path FROM artifacts WHERE run = ? ORDER BY time", (key,))]
@@ -29,17 +30,18 @@ def run_lineage(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     run["parent"] = None
     if parent:
         found = conn.execute(f"SELECT r.run, {_RUN_BRIEF} FROM runs r WHERE r.id = ?", (parent,)).fetchone()
-        run["parent"] = ({**{k: found[k] for k in found.keys() if k != "run"}, "inputs": inputs_of(conn, found["run"])}
+        run["parent"] = ({**_fields(found), "inputs": inputs_of(conn, found["run"])}
                          if found else {"id": parent, "state": None})
-    run["children"] = [{**{k: c[k] for k in c.keys() if k != "run"}, "inputs": inputs_of(conn, c["run"])}
+    run["children"] = [{**_fields(c), "inputs": inputs_of(conn, c["run"])}
                        for c in conn.execute(f"SELECT r.run, {_RUN_BRIEF} FROM runs r WHERE r.parent_id = ? "
                                              "ORDER BY r.created", (run_id,))]
     return run
 
 
 def inputs_of(conn: sqlite3.Connection, run: int) -> list[dict[str, Any]]:
+    """The dataset versions run `run` (the runs table's key) read, first read first."""
     return [dict(r) for r in conn.execute(
-        "SELECT dataset, version, digest, fetched FROM run_inputs WHERE run = ? ORDER BY time", (run,))]
+        "SELECT dataset, version, digest, time, fetched FROM run_inputs WHERE run = ? ORDER BY time", (run,))]
 
 
 def dataset_users(conn: sqlite3.Connection, name: str, version: Optional[int] = None) -> list[dict[str, Any]]:
@@ -52,7 +54,7 @@ def dataset_users(conn: sqlite3.Connection, name: str, version: Optional[int] = 
         args.append(version)
     rows = []
     for row in conn.execute(sql + " ORDER BY i.version, r.created", args):
-        item = {k: row[k] for k in row.keys() if k != "run"}
+        item = _fields(row)
         item["artifacts"] = [r[0] for r in conn.execute("SELECT name FROM artifacts WHERE run = ? ORDER BY time",
                                                         (row["run"],))]
         rows.append(item)

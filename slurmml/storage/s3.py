@@ -149,10 +149,16 @@ class ObjectStore:
 
     def get_bytes(self, relative: str, byte_range: Optional[tuple[int, int]] = None) -> bytes:
         """The object's bytes (or bytes [start, end) of it). NotFound if there is none."""
+        return self.get_with_metadata(relative, byte_range)[0]
+
+    def get_with_metadata(self, relative: str,
+                          byte_range: Optional[tuple[int, int]] = None) -> tuple[bytes, dict[str, str]]:
+        """The object's bytes (or bytes [start, end) of them) and its user metadata, from one GET (a HEAD then a
+        GET could see two versions). NotFound if there is none."""
         extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
         with self.errors(f"read {relative}"):
-            response = self.client.get_object(Bucket=self.config.bucket, Key=self.key(relative), **extra)
-            return response["Body"].read()
+            answer = self.client.get_object(Bucket=self.config.bucket, Key=self.key(relative), **extra)
+            return answer["Body"].read(), dict(answer.get("Metadata") or {})
 
     def head(self, relative: str) -> Optional[ObjectInfo]:
         """The object's size, ETag and metadata, or None if there is no such object."""
@@ -183,6 +189,16 @@ class ObjectStore:
             for page in self.client.get_paginator("list_objects_v2").paginate(**arguments):
                 for item in page.get("Contents") or ():
                     yield ObjectInfo(item["Key"][cut:], int(item["Size"]), str(item.get("ETag") or "").strip('"'))
+
+    def folders(self, relative_prefix: str, doing: str) -> list[str]:
+        """The names of the "folders" right under a prefix (S3's common prefixes, one listing by delimiter)."""
+        base = self.key(relative_prefix.rstrip("/")) + "/"
+        names = []
+        with self.errors(doing):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.config.bucket, Prefix=base, Delimiter="/"):
+                names.extend(entry["Prefix"][len(base):].rstrip("/") for entry in page.get("CommonPrefixes") or ())
+        return names
 
     def delete(self, relative: str) -> None:
         with self.errors(f"delete {relative}"):

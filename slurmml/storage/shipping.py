@@ -108,16 +108,7 @@ class ChunkInfo:
 
 def list_run_ids(store: ObjectStore) -> list[str]:
     """The ids of every run shipped to the store (one listing of runs/ by folder, not of every chunk)."""
-    base = store.key(RUNS) + "/"
-    ids = []
-    with store.errors(f"list the runs in {store.config.url}"):
-        paginator = store.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=store.config.bucket, Prefix=base, Delimiter="/"):
-            for entry in page.get("CommonPrefixes") or ():
-                name = entry["Prefix"][len(base):].rstrip("/")
-                if valid_run_id(name):
-                    ids.append(name)
-    return sorted(ids)
+    return sorted(name for name in store.folders(RUNS, f"list the runs in {store.config.url}") if valid_run_id(name))
 
 
 def list_chunks(store: ObjectStore, run_id: str, start: int = 0) -> Iterator[ChunkInfo]:
@@ -129,16 +120,9 @@ def list_chunks(store: ObjectStore, run_id: str, start: int = 0) -> Iterator[Chu
             yield ChunkInfo(offset, info.size, info.key)
 
 
-def _get(store: ObjectStore, key: str) -> tuple[bytes, dict[str, str]]:
-    """An object's body and its metadata from one GET (a HEAD then a GET could see two versions)."""
-    with store.errors(f"read {key}"):
-        answer = store.client.get_object(Bucket=store.config.bucket, Key=store.key(key))
-        return answer["Body"].read(), dict(answer.get("Metadata") or {})
-
-
 def read_chunk(store: ObjectStore, run_id: str, chunk: ChunkInfo) -> bytes:
     """The chunk's bytes, checked against the sha256 and length it was written with (CorruptChunk if not)."""
-    body, metadata = _get(store, chunk.key)
+    body, metadata = store.get_with_metadata(chunk.key)
     problem = chunk_problem(body, metadata)
     if problem:
         raise CorruptChunk(f"run {run_id}: the chunk at byte {chunk.offset} in {store.config.url} is corrupt "

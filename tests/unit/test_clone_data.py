@@ -35,3 +35,10 @@ def test_a_synced_runs_command_line_gives_its_overrides_and_script() -> None:
 def test_launcher_changes_become_launcher_fields() -> None:
     assert launcher_settings(["lr=1", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=5"]) == {
         "partition": "cpu", "timeout_min": 5}
+
+
+def test_override_values_read_keys_without_their_prefixes() -> None:
+    from slurmml.launcher.overrides import override_values
+
+    assert override_values(["+data=spiral@v1", "++lr=0.1", "~seed", "-m", "x=a=b"]) == {
+        "data": "spiral@v1", "lr": "0.1", "x": "a=b"}
