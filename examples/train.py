@@ -89,6 +89,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return (logits.argmax(dim=1) == y).float().mean().item(), nn.functional.cross_entropy(logits, y).item()
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr) -> None:
+    """A live change of the learning rate; refused (the sender is told why) unless it is a positive number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"the learning rate must be a positive number, not {lr!r}")
+    for group in optimizer.param_groups:
+        group["lr"] = float(lr)
+
+
 def time_is_up(cfg: DictConfig, trained_s: float) -> bool:
     return cfg.max_minutes is not None and trained_s >= cfg.max_minutes * 60
 
@@ -111,6 +119,8 @@ def main(cfg: DictConfig) -> float:
     model = build_model(cfg.model, cfg.n_classes)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
+    # `slurmml set RUN optimizer.lr=0.001` changes the learning rate while the run trains (at its next epoch's end)
+    slurmml.on_set("optimizer.lr", lambda lr: set_learning_rate(optimizer, lr))
 
     # a requeued run goes on from its newest checkpoint: weights, optimizer, batch order, time trained
     first_epoch, trained_s = 1, 0.0
@@ -139,14 +149,18 @@ def main(cfg: DictConfig) -> float:
             optimizer.step()
             total += loss.item() * len(idx)
         val_acc, val_loss = evaluate(model, x_val, y_val)
+        if cfg.epoch_s:  # pace the epoch (see config.yaml)
+            time.sleep(max(0.0, cfg.epoch_s - (time.monotonic() - since)))
         trained_s, since = trained_s + time.monotonic() - since, time.monotonic()
         if world > 1:  # every rank must stop at the same epoch: they agree on the slowest one's time
             spent = torch.tensor([trained_s])
             torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
             trained_s = spent.item()
-        slurmml.log(step=epoch, loss=total / len(x_train), val_loss=val_loss, val_acc=val_acc, trained_s=trained_s)
+        slurmml.log(step=epoch, loss=total / len(x_train), val_loss=val_loss, val_acc=val_acc, trained_s=trained_s,
+                    lr=optimizer.param_groups[0]["lr"])
         print(f"epoch {epoch}/{cfg.epochs} loss={total / len(x_train):.4f} val_acc={val_acc:.4f}", flush=True)
-        # saves every epoch; when Slurm warns of the time limit or a preemption, also requeues and ends here
+        # saves every epoch; when Slurm warns of the time limit or a preemption, also requeues and ends here; live
+        # controls (slurmml set / snapshot / stop, and early stopping's graceful stop) take effect here too
         slurmml.checkpoint_point(epoch, every=1, model=getattr(model, "module", model), optimizer=optimizer,
                                  trained_s=trained_s, batch_order=gen.get_state())
 

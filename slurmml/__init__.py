@@ -11,6 +11,7 @@ _CHECKPOINTS = {"save_checkpoint", "load_checkpoint"}
 _DISTRIBUTED = {"init_distributed"}
 _REQUEUE = {"checkpoint_point", "stop_requested", "requeue_after_save", "Requeued"}
 _DATA = {"dataset"}
+_CONTROLS = {"on_set", "Stopped"}
 
 
 def __getattr__(name: str):
@@ -25,6 +26,8 @@ def __getattr__(name: str):
         from slurmml.tracking import requeue as module
     elif name in _DATA:
         from slurmml.tracking import datasets as module
+    elif name in _CONTROLS:
+        from slurmml.tracking import controls as module
     else:
         raise AttributeError(f"module 'slurmml' has no attribute {name!r}")
     value = globals()[name] = getattr(module, name)  # later lookups skip this function

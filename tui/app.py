@@ -20,7 +20,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen
+from slurmml.core.controls import KINDS as CONTROL_KINDS
+from slurmml.tui.dialogs import CloneScreen, ConfirmScreen, HelpScreen, SetValuesScreen
 from slurmml.tui.messages import ActOnRuns, OpenCompare, OpenLeaderboard, OpenRun, RefreshRequested, WorkFailed
 from slurmml.tui.model import ACTIVE_STATES, RunRow
 from slurmml.tui.runs_screen import RunsScreen
@@ -145,19 +146,26 @@ class SlurmmlApp(App):
             self.cancel_runs(message.rows)
         elif message.action == "requeue":
             self.requeue_runs(message.rows)
+        elif message.action in CONTROL_KINDS:
+            self.control_runs(message.action, message.rows)
         elif message.rows:
             self.clone_run(message.rows[0])
 
-    def _allowed(self, action: str, rows: list[RunRow]) -> list[RunRow]:
-        """The rows this action may touch; a message for each one it may not."""
-        if not rows:
-            return []
+    def _may_act(self, action: str) -> bool:
         if self.read_only or self.actions is None:
             self.notify(f"{action}: slurmml tui was started with --read-only", severity="warning")
+            return False
+        return True
+
+    def _allowed(self, action: str, rows: list[RunRow],
+                 refusals: Optional[dict[str, Optional[str]]] = None) -> list[RunRow]:
+        """The rows this action may touch; a message for each one it may not. refusals: run id -> why not, when
+        a worker has asked already (a live control's rule reads the registry); else the actions' rule on the row."""
+        if not rows or not self._may_act(action):
             return []
         allowed = []
         for row in rows:
-            why = self.actions.refusal(action, row)
+            why = refusals.get(row.run_id) if refusals is not None else self.actions.refusal(action, row)
             if why:
                 self._record(action, row.run_id, False, why)
             else:
@@ -219,6 +227,36 @@ class SlurmmlApp(App):
         deliver(self, self.notify, f"cloning {run_id}…", markup=False)
         result = self.actions.clone(run_id, overrides)
         deliver(self, self._record, "clone", run_id, result.ok, result.message)
+        deliver(self, self.refresh_now)
+
+    # -- live controls: set (values from a dialog), snapshot, stop (confirmed) ------------------------------
+    def control_runs(self, kind: str, rows: list[RunRow]) -> None:
+        if rows and self._may_act(kind):
+            self._check_controls(kind, rows)
+
+    @background("checking the runs", group="actions")
+    def _check_controls(self, kind: str, rows: list[RunRow]) -> None:
+        refusals = {row.run_id: self.actions.control_refusal(kind, row.run_id) for row in rows}
+        deliver(self, self._controls_checked, kind, rows, refusals)
+
+    def _controls_checked(self, kind: str, rows: list[RunRow], refusals: dict[str, Optional[str]]) -> None:
+        allowed = self._allowed(kind, rows, refusals)
+        run_ids = [r.run_id for r in allowed]
+        if not allowed:
+            return
+        if kind == "set":
+            self.push_screen(SetValuesScreen(run_ids),
+                             lambda values: self._control("set", run_ids, {"values": values}) if values else None)
+        elif kind == "stop":  # the job ends: it can be requeued from its checkpoint, but it stops training now
+            self._confirm("Stop (save, then end)", allowed, lambda: self._control("stop", run_ids, {}))
+        else:
+            self._control(kind, run_ids, {})
+
+    @background("sending a live control", group="actions")
+    def _control(self, kind: str, run_ids: list[str], args: dict[str, Any]) -> None:
+        for run_id in run_ids:
+            sent = self.actions.control(run_id, kind, args)
+            deliver(self, self._record, kind, run_id, sent.ok, sent.message)
         deliver(self, self.refresh_now)
 
     def _record(self, action: str, run_id: str, ok: bool, message: str) -> None:

@@ -1,8 +1,10 @@
-"""One run: its config and overrides, Slurm's facts, its logs as they grow, metric plots and GPU sparklines."""
+"""One run: its config and overrides, Slurm's facts, its live controls, its logs as they grow, metric plots (with
+the steps where controls were applied marked) and GPU sparklines."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Optional
 
 from rich.table import Table
@@ -18,12 +20,15 @@ from textual_plotext import PlotextPlot
 from slurmml.core.direction import best_of, metric_mode
 from slurmml.core.text import error_line
 from slurmml.tui.messages import ActOnRuns, RunAction
-from slurmml.tui.model import ACTIVE_STATES, RunRow, first_stream, format_duration, format_number
+from slurmml.tui.model import ACTIVE_STATES, RunRow, first_stream, format_duration, format_number, plot_marks
 from slurmml.tui.source import LogTail, RegistrySource, log_paths, log_sizes
 from slurmml.tui.workers import background, deliver
 
 LOG_POLL_S = 1.0
 MAX_PLOTS = 12
+TABS = Binding.Group("Tabs", compact=True)
+CONTROL_STYLES = {"applied": "green", "refused": "red", "pending": "yellow", "expired": "dim", "timed out": "dim"}
+MARK_COLOR = "orange"
 
 
 def _when(seconds: Optional[float]) -> str:
@@ -95,6 +100,18 @@ def data_table(run: dict[str, Any]) -> Table:
     return table
 
 
+def controls_table(run: dict[str, Any]) -> Table:
+    """The run's live controls, oldest first: who asked what and when, and what the job answered at which step."""
+    table = Table("asked", "what", "status", "step", "user", "from", "message", box=None, padding=(0, 1),
+                  header_style="bold")
+    for control in run.get("controls") or []:
+        shown = control["shown"]
+        table.add_row(_when(control["asked"]), Text(control["what"]), Text(shown, style=CONTROL_STYLES.get(shown, "")),
+                      "" if control["step"] is None else str(control["step"]), Text(control["user"] or ""),
+                      Text(control["source"] or ""), Text(error_line(control["message"] or "")))
+    return table
+
+
 def config_text(config: Optional[dict[str, Any]]) -> str:
     if not config:
         return "(not recorded yet: the run has not started)"
@@ -103,17 +120,30 @@ def config_text(config: Optional[dict[str, Any]]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False).rstrip()
 
 
+def _draw_marks(plt: Any, marks: list[tuple[int, str]], values: list[Any]) -> None:
+    """A vertical line at each step where a control was applied, labelled at the top of the curve."""
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    for step, label in marks:
+        plt.vline(step, MARK_COLOR)
+        if finite:
+            plt.text(label, x=step, y=max(finite), color=MARK_COLOR)
+
+
 class RunDetailScreen(Screen):
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
-        Binding("1", "tab('overview')", "Overview"),
-        Binding("2", "tab('logs')", "Logs"),
-        Binding("3", "tab('metrics')", "Metrics"),
-        Binding("4", "tab('gpu')", "GPU"),
-        Binding("e", "toggle_stream", "stdout/stderr"),
-        Binding("x", "cancel", "Cancel job"),
-        Binding("r", "requeue", "Requeue"),
-        Binding("n", "clone", "Clone"),
+        Binding("1", "tab('overview')", "Overview", group=TABS),
+        Binding("2", "tab('logs')", "Logs", group=TABS),
+        Binding("3", "tab('metrics')", "Metrics", group=TABS),
+        Binding("4", "tab('gpu')", "GPU", group=TABS),
+        # the footer fits 80 columns: the rest are in the help (?)
+        Binding("e", "toggle_stream", "stdout/stderr", show=False),
+        Binding("x", "cancel", "Cancel"),
+        Binding("r", "requeue", "Requeue", show=False),
+        Binding("n", "clone", "Clone", show=False),
+        Binding("v", "set_values", "Set value"),
+        Binding("p", "snapshot", "Snapshot"),
+        Binding("t", "stop", "Stop"),
     ]
     DEFAULT_CSS = """
     RunDetailScreen #title { height: 1; background: $primary; padding: 0 1; }
@@ -122,6 +152,7 @@ class RunDetailScreen(Screen):
     RunDetailScreen #overview-columns { height: auto; }
     RunDetailScreen #facts-column { width: 60; height: auto; padding: 0 1; }
     RunDetailScreen #config-column { width: 1fr; height: auto; padding: 0 1; }
+    RunDetailScreen #controls-section { height: auto; padding: 0 1; }
     RunDetailScreen .section { text-style: bold; color: $text-accent; margin-top: 1; }
     RunDetailScreen #log-path { height: 1; color: $text-muted; }
     RunDetailScreen Log { height: 1fr; }
@@ -140,6 +171,7 @@ class RunDetailScreen(Screen):
         self.tail: Optional[LogTail] = None
         self.plots: dict[str, PlotextPlot] = {}
         self.plotted: dict[str, int] = {}  # metric -> point count last plotted
+        self.marks: list[tuple[int, str]] = []  # (step, label) of the applied controls the plots mark
 
     def compose(self) -> ComposeResult:
         yield Static(f"run {self.run_id}", id="title", markup=False)
@@ -161,6 +193,9 @@ class RunDetailScreen(Screen):
                         with Vertical(id="config-column"):
                             yield Label("Resolved config", classes="section")
                             yield Static(id="config", markup=False)
+                    with Vertical(id="controls-section"):  # full width: a message can be long
+                        yield Label("Controls", classes="section")
+                        yield Static(id="controls", markup=False)
             with TabPane("Logs", id="logs"):
                 yield Static("", id="log-path", markup=False)
                 yield Log(max_lines=5000, id="log")
@@ -168,7 +203,7 @@ class RunDetailScreen(Screen):
                 yield VerticalScroll(Static("no metrics logged yet", id="no-metrics"), id="plots")
             with TabPane("GPU", id="gpu"):
                 yield VerticalScroll(id="gpu-panel")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it; the footer keeps to 80 columns
 
     def on_mount(self) -> None:
         self.load()
@@ -207,6 +242,9 @@ class RunDetailScreen(Screen):
         self.query_one("#data", Static).update(data_table(run) if has_data else "")
         self.query_one("#data-label", Label).display = self.query_one("#data", Static).display = has_data
         self.query_one("#config", Static).update(config_text(run.get("config")))
+        has_controls = bool(run.get("controls"))
+        self.query_one("#controls", Static).update(controls_table(run) if has_controls else "")
+        self.query_one("#controls-section").display = has_controls
         self._show_plots(run, curves)
         self._show_gpu(run["gpu"])
         if first:
@@ -216,9 +254,11 @@ class RunDetailScreen(Screen):
         panel = self.query_one("#plots", VerticalScroll)
         if curves:
             self.query_one("#no-metrics").display = False
+        marks = plot_marks(run.get("control_marks") or [])
+        marks_changed, self.marks = marks != self.marks, marks
         for name, by_run in curves.items():
             points = by_run.get(self.run_id) or []
-            if name in self.plots and self.plotted.get(name) == len(points):
+            if name in self.plots and self.plotted.get(name) == len(points) and not marks_changed:
                 continue  # unchanged since the last reload
             if name not in self.plots:
                 self.plots[name] = PlotextPlot()
@@ -232,6 +272,7 @@ class RunDetailScreen(Screen):
             plt.title(f"{name}   last {format_number(summary.get('last'))}   best {format_number(best)}")
             if points:
                 plt.plot([p[0] if p[0] is not None else i for i, p in enumerate(points)], [p[1] for p in points], marker="braille")
+            _draw_marks(plt, marks, [p[1] for p in points])
             plt.xlabel("step")
             plot.refresh()
 
@@ -303,6 +344,15 @@ class RunDetailScreen(Screen):
 
     def action_clone(self) -> None:
         self._act("clone")
+
+    def action_set_values(self) -> None:
+        self._act("set")
+
+    def action_snapshot(self) -> None:
+        self._act("snapshot")
+
+    def action_stop(self) -> None:
+        self._act("stop")
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self) -> None:

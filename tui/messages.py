@@ -11,7 +11,7 @@ from textual.message import Message
 
 from slurmml.tui.model import RunRow
 
-RunAction = Literal["cancel", "requeue", "clone"]
+RunAction = Literal["cancel", "requeue", "clone", "set", "snapshot", "stop"]  # the last three: live controls
 
 
 class OpenRun(Message):
@@ -39,7 +39,8 @@ class OpenLeaderboard(Message):
 
 
 class ActOnRuns(Message):
-    """Cancel or requeue these runs, or clone the first one; the app checks and confirms first."""
+    """Cancel, requeue or send a live control to these runs, or clone the first one; the app checks and confirms
+    first."""
 
     def __init__(self, action: RunAction, rows: list[RunRow]) -> None:
         super().__init__()

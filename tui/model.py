@@ -10,12 +10,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from slurmml.core.controls import parse_assignments
 from slurmml.core.states import ACTIVE_STATES, FINAL_STATES, is_failed
 from slurmml.core.tables import compact_duration as format_duration  # one format for the CLI and the TUI
 
 # a filter token that compares (lr<0.01, model=mlp, val_acc>=0.9) rather than searching text
 _EXPRESSION = re.compile(r"^[A-Za-z_][\w.\-/]*\s*(<=|>=|!=|==|=|<|>)\s*\S")
 _UNFINISHED = re.compile(r"^[A-Za-z_][\w.\-/]*(<=|>=|!=|==|=|<|>|!)$")
+# a KEY=VALUE word of the set dialog: whitespace splits words, except inside quotes ('a b' stays one value)
+_ASSIGNMENT_WORD = re.compile(r"""(?:'[^']*'|"[^"]*"|\S)+""")
+MARK_LABEL_CHARS = 24
 
 
 @dataclass
@@ -276,3 +280,23 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[tuple[str, list[An
             out.append((key, [None if v is missing else v for v in values]))
     return out
 
+
+
+# -- live controls -------------------------------------------------------------------------------------
+def parse_set_text(text: str) -> dict[str, Any]:
+    """What the set dialog's user typed (`optimizer.lr=0.001 name='a b'`) -> the values to send; ValueError in
+    one line. Quotes stay on the words, so a quoted value is read as a string (core.controls.parse_value)."""
+    return parse_assignments(_ASSIGNMENT_WORD.findall(text))
+
+
+def plot_marks(marks: Iterable[tuple[int, str]], max_chars: int = MARK_LABEL_CHARS) -> list[tuple[int, str]]:
+    """(step, what changed) of applied controls -> one short label per step, in step order, for a metric plot:
+    `set ` is left out (a plot's marks are mostly sets), changes at the same step share a label."""
+    by_step: dict[int, list[str]] = {}
+    for step, what in marks:
+        by_step.setdefault(step, []).append(what[4:] if what.startswith("set ") else what)
+    labels = []
+    for step in sorted(by_step):
+        label = ", ".join(by_step[step])
+        labels.append((step, label if len(label) <= max_chars else label[: max_chars - 1] + "…"))
+    return labels

@@ -22,6 +22,7 @@ from slurmml.tui.model import Column, GroupLine, RunRow, cell_text
 
 STATE_STYLES = {
     "RUNNING": "bold green", "QUEUED": "yellow", "SUBMITTING": "yellow", "COMPLETED": "blue",
+    "STOPPED": "cyan", "PRUNED": "cyan",  # ended on request, cleanly: neither a success nor a failure
     "FAILED": "bold red", "TIMEOUT": "red", "OUT_OF_MEMORY": "red", "NODE_FAIL": "red", "LOST": "red",
     "CANCELLED": "magenta", "PREEMPTED": "magenta",
 }
@@ -36,7 +37,7 @@ class RunTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
         Binding("space", "toggle_mark", "Mark"),
-        Binding("enter", "open", "Open"),
+        Binding("enter", "open", "Open", show=False),
     ]
     COMPONENT_CLASSES = {"runtable--header", "runtable--cursor", "runtable--group", "runtable--marked"}
     DEFAULT_CSS = """

@@ -27,12 +27,16 @@ class RunsScreen(Screen):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sort_next", "Sort"),
         Binding("S", "sort_reverse", "Reverse", show=False),
-        Binding("g", "toggle_group", "Group"),
-        Binding("c", "compare", "Compare"),
-        Binding("l", "leaderboard", "Leaderboard"),
-        Binding("x", "cancel", "Cancel job"),
-        Binding("r", "requeue", "Requeue"),
-        Binding("n", "clone", "Clone"),
+        # the footer fits 80 columns: the rest are in the help (?)
+        Binding("g", "toggle_group", "Group", show=False),
+        Binding("c", "compare", "Compare", show=False),
+        Binding("l", "leaderboard", "Leaderboard", show=False),
+        Binding("x", "cancel", "Cancel"),
+        Binding("r", "requeue", "Requeue", show=False),
+        Binding("n", "clone", "Clone", show=False),
+        Binding("v", "set_values", "Set value"),
+        Binding("p", "snapshot", "Snapshot", show=False),
+        Binding("t", "stop", "Stop"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False),
     ]
     DEFAULT_CSS = """
@@ -67,7 +71,7 @@ class RunsScreen(Screen):
             yield Input(self.query_text, placeholder="filter: words, state, lr<0.01, model=mlp, val_acc>0.9", id="filter")
             yield Static("", id="filter-problem", markup=False)
         yield Static("loading the registry…", id="status", markup=False)
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it; the footer keeps to 80 columns
 
     @property
     def table(self) -> RunTable:
@@ -238,6 +242,15 @@ class RunsScreen(Screen):
 
     def action_requeue(self) -> None:
         self._act("requeue")
+
+    def action_set_values(self) -> None:
+        self._act("set")
+
+    def action_snapshot(self) -> None:
+        self._act("snapshot")
+
+    def action_stop(self) -> None:
+        self._act("stop")
 
     def action_clone(self) -> None:
         if self.table.current is not None:

@@ -154,6 +154,9 @@ class RegistrySource:
             job = self.registry.job_records([run["slurm_job_id"]]).get(run["slurm_job_id"]) if run.get("slurm_job_id") else None
             with_sweep = self.registry.run_with_sweep(run_id)
             run["gpu"] = browse.gpu_series(self.registry.conn, run_id)
+            # live controls: the history, and the applied ones' steps that the metric plots mark
+            run["controls"] = self.registry.controls(run_id=run_id, now=self.clock())
+            run["control_marks"] = self.registry.control_marks([run_id]).get(run_id, [])
         run["job"] = job
         run["owner"] = with_sweep["owner"]
         run["backend"] = with_sweep["backend"] or "local"  # a plain-script run has no sweep

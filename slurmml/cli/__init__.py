@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from slurmml import __version__
-from slurmml.cli import actions, artifacts, cluster, datasets, lineage, report, runs, storage, sync, tui, watch
+from slurmml.cli import actions, artifacts, cluster, datasets, lineage, live, report, runs, storage, sync, tui, watch
 from slurmml.errors import SlurmmlError
 
 
@@ -39,5 +39,5 @@ def main() -> None:
 for _command in (runs.info, runs.status, runs.sweeps, runs.runs, runs.show, report.report, watch.watch, tui.tui,
                  actions.cancel, actions.requeue, actions.clone, actions.resubmit, cluster.cluster,
                  lineage.lineage, lineage.leaderboard, datasets.dataset, artifacts.artifacts, sync.sync,
-                 storage.storage):
+                 storage.storage, live.set_values, live.snapshot, live.stop, live.controls, live.prune):
     main.add_command(_command)

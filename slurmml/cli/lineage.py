@@ -117,6 +117,11 @@ def leaderboard(metric: str, sweep: Optional[str], by_dataset: bool, dataset_spe
     if not rows and metric not in registry.metric_names() and metric != "result":
         raise SlurmmlError(f"no run logged {metric!r} ({', '.join(sorted(registry.metric_names())) or 'none'})")
     label = "dataset" if by_dataset else group_key
+    from slurmml.cli.output import add_projections
+
+    projected = add_projections(registry, rows, metric) if metric != "result" else False
     columns = [Column("rank", "#"), *([Column("group", label)] if group else []), "id", Column("value", metric),
+               *([Column("projected_text", "projected", priority=2)] if projected else []),
                Column("step", priority=2), Column("state", priority=3), Column("overrides", priority=1, wrap=True)]
     emit(rows, as_json, as_csv, columns)
+

@@ -84,3 +84,17 @@ def open_sweep(sweep: Optional[str]) -> tuple[Any, Optional[str]]:
     sweep_id = one_sweep_id(registry, sweep) if sweep else None
     catch_up(registry, [sweep_id] if sweep_id else [])
     return registry, sweep_id
+
+
+def add_projections(registry: Any, rows: list[dict], metric: str) -> bool:
+    """Give each active run its projected final value of `metric` (slurmml.registry.projections), in place:
+    `projected`, `projected_spread` and `projected_text`. True when any run got one."""
+    from slurmml.registry.projections import projections
+
+    found = projections(registry.conn, [row["id"] for row in rows], metric)
+    for row in rows:
+        projection = found.get(row["id"])
+        row["projected"] = projection.value if projection else None
+        row["projected_spread"] = projection.spread if projection else None
+        row["projected_text"] = projection.text() if projection else ""
+    return bool(found)

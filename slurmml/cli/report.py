@@ -88,6 +88,23 @@ def _elapsed(seconds) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def early_stop_line(figure: dict) -> str:
+    """One sweep's early stopping in a sentence (slurmml.report.savings)."""
+    rule = figure["rule"]
+    survived = {True: "yes", False: "NO (a pruned run was ahead of it when pruned)", None: "-"}[figure["best_survived"]]
+    line = (f"early stopping, sweep {figure['sweep_id']}: {rule.get('rule')} on {rule.get('metric')} "
+            f"({rule.get('mode')}): pruned {figure['pruned']} of {figure['runs']} runs; saved "
+            f"{_hours(figure['gpu_hours_saved'])} GPU-h, {_hours(figure['cpu_hours_saved'])} CPU-h "
+            f"({figure['saved_basis']}); best run {figure['best_run'] or '-'} survived: {survived}")
+    return line + (f"; rule not applied: {figure['problem']}" if figure.get("problem") else "")
+
+
+def _projected(row) -> str:
+    if row.projected is None:
+        return ""
+    return f"{row.projected:.4g} ±{row.projected_spread:.2g}" if row.projected_spread is not None else f"{row.projected:.4g}"
+
+
 def _number(value) -> str:
     return "" if value is None else f"{value:.6g}"
 
@@ -132,6 +149,9 @@ def print_tables(result) -> None:
         (Column("gpu_idle", "idle GPU-h", priority=6), lambda s: _hours(s.gpu_hours_idle)),
         *([(Column("best", priority=2), lambda s: _number(s.best_value))] if ranked else []),
     ], result.sweeps, out)
+    for figure in result.early_stop:
+        print_text(early_stop_line(figure), out)
+    projected = any(r.projected is not None for r in result.runs)
     unaccounted = set(result.unaccounted)
     if len(result.runs) <= 100:
         _table("per run (* = no accounting record yet)" if result.unaccounted else "per run", [
@@ -146,6 +166,7 @@ def print_tables(result) -> None:
             (Column("GPU-h", priority=5), lambda r: _hours(r.gpu_hours) if r.alloc_gpus else ""),
             (Column("util", priority=6), lambda r: "" if r.gpu_util is None else f"{r.gpu_util:.0f}%"),
             *([(Column("metric", result.metric, priority=1), lambda r: _number(r.metric))] if ranked else []),
+            *([(Column("projected", priority=3), lambda r: _projected(r))] if projected else []),
             *([(Column("result", priority=1), lambda r: _number(r.result))]
               if result.metric != RESULT and any(r.result is not None for r in result.runs) else []),
             (Column("overrides", priority=2, wrap=True), lambda r: " ".join(r.overrides)),

@@ -80,11 +80,15 @@ def sweeps(as_json: bool, as_csv: bool) -> None:
 @click.option("--sort", help="Sort key: a metric or 'result' best first, other keys ascending; '-'/'+' for "
                              "descending/ascending: 'val_loss', '-val_acc', 'job_num'.")
 @click.option("--limit", type=int, help="At most this many runs.")
+@click.option("--project", metavar="METRIC", help="Project each active run's final METRIC from its curve (default: "
+                                                  "the sweep's early-stopping metric, else the --sort metric).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
-def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
+def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int | None, project: str | None,
+         as_json: bool, as_csv: bool) -> None:
     """Runs with their state, their result (the task's numeric return value) and the last value of each logged
     metric."""
+    from slurmml.cli.output import add_projections
     from slurmml.registry.browse import RUN_FIELDS
 
     registry, sweep = open_sweep(sweep)
@@ -93,7 +97,16 @@ def runs(sweep: str | None, where: tuple[str, ...], sort: str | None, limit: int
     if any(row["result"] is not None for row in rows):
         metrics.insert(0, "result")
     sorted_by = (sort or "").lstrip("+-")  # the metric runs are sorted by stays when others are hidden
-    emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *(Column(m, priority=1 if m == sorted_by else 4) for m in metrics)])
+    projected = project or _rule_metric(registry, sweep) or (sorted_by if sorted_by in metrics else None)
+    shown = projected not in (None, "result") and add_projections(registry, rows, projected)
+    emit(rows, as_json, as_csv, [*_RUN_COLUMNS, *(Column(m, priority=1 if m == sorted_by else 4) for m in metrics),
+                                 *([Column("projected_text", f"{projected} projected", priority=2)] if shown else [])])
+
+
+def _rule_metric(registry, sweep: str | None) -> str | None:
+    """The metric of the sweep's early-stopping rule: what its runs are projected by when nothing else is named."""
+    stored = registry.early_stop_rule(sweep) if sweep else None
+    return stored["rule"]["metric"] if stored else None
 
 
 EXECUTION_COLUMNS = [Column("number", "#"), Column("job_id", "job", priority=2), Column("host", priority=3),

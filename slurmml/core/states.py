@@ -1,8 +1,10 @@
 """Run states: the one home of the vocabulary every command, report and screen counts with.
 
 A run is ACTIVE until it reaches a FINAL state. Of the final states only COMPLETED is a success;
-every other end (FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, LOST) counts as
-"failed" wherever a command shows a failed count, so `sweeps`, `status`, `watch` and `report` agree.
+STOPPED (`slurmml stop`: saved, then ended on request) and PRUNED (stopped by the sweep's early-stopping rule)
+are deliberate ends, neither success nor failure; every other end (FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY,
+NODE_FAIL, PREEMPTED, LOST) counts as "failed" wherever a command shows a failed count, so `sweeps`,
+`status`, `watch` and `report` agree.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 ACTIVE_STATES = ("SUBMITTING", "QUEUED", "RUNNING")
 NOT_STARTED_STATES = ("SUBMITTING", "QUEUED")  # active, and no execution has started yet
 SUCCESS_STATE = "COMPLETED"
-FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "LOST")
-FAILED_STATES = tuple(state for state in FINAL_STATES if state != SUCCESS_STATE)
+STOPPED_STATES = ("STOPPED", "PRUNED")  # ended on request, cleanly: not failures
+FINAL_STATES = ("COMPLETED", "STOPPED", "PRUNED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                "PREEMPTED", "LOST")
+FAILED_STATES = tuple(state for state in FINAL_STATES if state != SUCCESS_STATE and state not in STOPPED_STATES)
 ALL_STATES = ACTIVE_STATES + FINAL_STATES  # display order: live first, then how runs ended
 
 

@@ -13,6 +13,20 @@ PLUGIN_MODULE = "hydra_plugins.slurmml_launcher.slurmml_launcher"
 
 
 @dataclass
+class EarlyStopConf:
+    """The launcher's `early_stop` rule (slurmml.core.early_stop checks it; null: that rule's default)."""
+
+    metric: Optional[str] = None
+    mode: Optional[str] = None  # min or max; null: from the metric's name
+    rule: Optional[str] = None  # hyperband (default), median, asha
+    min_steps: Optional[int] = None
+    eta: Optional[float] = None
+    min_runs: Optional[int] = None
+    grace_s: Optional[float] = None
+    max_steps: Optional[int] = None
+
+
+@dataclass
 class BaseQueueConf:
     """Fields shared by the Slurm and the local launcher."""
 
@@ -36,6 +50,9 @@ class BaseQueueConf:
     # dataset versions the tasks read (NAME@VERSION or NAME@ALIAS), materialized into the shared data cache before
     # anything is submitted: for compute nodes that cannot reach the object store (docs/data.md)
     datasets: Optional[List[str]] = None
+    # prune runs that have clearly lost, e.g. {metric: val_loss, mode: min, rule: hyperband, min_steps: 2, eta: 3}
+    # (docs/control.md): decided by whoever watches, graceful stop, then scancel; no metric: no early stopping
+    early_stop: EarlyStopConf = field(default_factory=lambda: EarlyStopConf())
 
 
 @dataclass

@@ -14,7 +14,7 @@ from slurmml.slurm.parse import Partition
 # (the command that starts the task, as in submitit's executor).
 SLURMML_ONLY = {
     "_target_", "submitit_folder", "max_num_timeout", "template", "wait", "dry_run", "poll_interval_s", "max_array_size",
-    "use_srun", "gpu_sample_interval_s", "python", "nproc_per_node", "datasets",
+    "use_srun", "gpu_sample_interval_s", "python", "nproc_per_node", "datasets", "early_stop",
 }
 # Fields submitit's AutoExecutor knows under their plain name; the rest take a "slurm_" prefix.
 GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
@@ -69,6 +69,24 @@ def check_fields(conf: Mapping[str, Any]) -> None:
     interval = conf.get("gpu_sample_interval_s")
     if interval is not None and interval <= 0:
         raise SlurmmlError(f"gpu_sample_interval_s={interval:g} must be more than 0")
+
+
+def early_stop_rule(conf: Mapping[str, Any], declared: Optional[str]) -> Optional[dict[str, Any]]:
+    """The launcher's `early_stop` field as a checked rule (core/early_stop.py), None without one; one line for a bad
+    one, before anything is written. `declared`: the direction the sweeper declared for its objective."""
+    spec = conf.get("early_stop")
+    if isinstance(spec, Mapping):
+        spec = {key: value for key, value in spec.items() if value is not None}
+    if not spec:
+        return None
+    from slurmml.core.early_stop import parse_rule, rule_to_dict
+
+    if not isinstance(spec, Mapping):
+        raise SlurmmlError(f"early_stop must be a mapping such as {{metric: val_loss, rule: hyperband}}, not {spec!r}")
+    try:
+        return rule_to_dict(parse_rule(dict(spec), declared))
+    except ValueError as error:
+        raise SlurmmlError(str(error)) from None
 
 
 def warning_lead_s(conf: Mapping[str, Any]) -> int:

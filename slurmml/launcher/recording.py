@@ -83,6 +83,7 @@ def record_sweep(sweep_id: str, sweep_dir: Path, backend: str, conf: Mapping[str
                  direction: Optional[str] = None) -> Any:
     """Record a new sweep of this command and its first runs; the Registry they are in. `direction` is
     the one the sweeper declared for its objective (`sweeper_direction`)."""
+    from slurmml.launcher.plan import early_stop_rule
     from slurmml.registry.registry import Registry
     from slurmml.tracking.secrets import mask_config
 
@@ -98,6 +99,7 @@ def record_sweep(sweep_id: str, sweep_dir: Path, backend: str, conf: Mapping[str
         "backend": backend,
         "launcher": mask_config(dict(conf)),
         "direction": direction,
+        "early_stop": early_stop_rule(conf, direction),
         **git_state(os.getcwd()),
     }
     registry.add_sweep(sweep, runs)

@@ -74,7 +74,9 @@ def _log_tasks(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> 
 def launch_on_slurm(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
-    from slurmml.launcher.plan import check_fields, check_poll_interval, check_request, split_into_arrays, throttle_note
+    from slurmml.launcher.plan import (
+        check_fields, check_poll_interval, check_request, early_stop_rule, split_into_arrays, throttle_note,
+    )
     from slurmml.home import slurmml_home
     from slurmml.launcher.slurm_backend import check_known_fields, script_maker, submit_arrays
     from slurmml.launcher.templates import load_template
@@ -84,6 +86,7 @@ def launch_on_slurm(
     # what the config and this user's state say first, then what this machine has
     check_fields(conf)
     check_known_fields(conf)
+    early_stop_rule(conf, sweeper_direction(launcher.config))
     if conf.get("wait"):
         check_poll_interval(conf.get("poll_interval_s", 10.0))
     template = load_template(conf.get("template"))
@@ -151,7 +154,7 @@ def launch_on_slurm(
         print(f"\nslurmml: stopped waiting; the jobs keep running (slurmml status {sweep_id}; scancel {job_ids} stops them)",
               file=sys.stderr)
         raise SystemExit(130) from None
-    returns = job_returns(batch_dir, job_overrides, lost)
+    returns = job_returns(batch_dir, job_overrides, lost, _stopped(registry, sweep_id, batch_dir, run_ids, launcher.config))
     _record_outcome(registry, sweep_id, {run_ids[i]: reason for i, reason in lost.items()})
     logs = {i: sub.log_file(i) for sub in submissions for i in range(sub.offset, sub.offset + sub.count)}
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, logs)
@@ -162,9 +165,10 @@ def launch_locally(
     launcher: Any, conf: Mapping[str, Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[Any]:
     from slurmml.launcher.local_backend import local_log_paths, run_batch_locally
-    from slurmml.launcher.plan import check_fields
+    from slurmml.launcher.plan import check_fields, early_stop_rule
 
     check_fields(conf)
+    early_stop_rule(conf, sweeper_direction(launcher.config))
     sweep_dir = _sweep_dir(launcher.config)
     parallelism = conf.get("array_parallelism") or os.cpu_count() or 1
     if conf.get("dry_run"):
@@ -189,10 +193,26 @@ def launch_locally(
             advance(done[0], 0)
 
         problems = run_batch_locally(batch_dir, len(job_overrides), parallelism, conf.get("timeout_min", 60) * 60.0, on_done)
-    returns = job_returns(batch_dir, job_overrides, problems)
+    returns = job_returns(batch_dir, job_overrides, problems, _stopped(registry, sweep_id, batch_dir, run_ids, launcher.config))
     _record_outcome(registry, sweep_id, {run_ids[i]: reason for i, reason in problems.items()})
     _summarize(sweep_id, sweep_dir, initial_job_idx, returns, {i: str(local_log_paths(batch_dir, i)[1]) for i in range(len(returns))})
     return returns
+
+
+def _stopped(registry: Any, sweep_id: str, batch_dir: Path, run_ids: list[str], config: Any) -> dict[int, Any]:
+    """The tasks without a result that ended STOPPED or PRUNED, and what each returns to the sweeper."""
+    from slurmml.core.states import STOPPED_STATES
+    from slurmml.launcher.outcome import stopped_value
+    from slurmml.registry.jobs import runs_by_id
+
+    finished = batch.finished_indices(batch_dir)
+    missing = [i for i in range(len(run_ids)) if i not in finished]
+    if not missing:
+        return {}
+    registry.ingest(sweep_id)  # a local task's end may not be read yet
+    runs = runs_by_id(registry, [run_ids[i] for i in missing])
+    value = stopped_value(sweeper_direction(config))
+    return {i: value for i in missing if (run := runs.get(run_ids[i])) is not None and run.state in STOPPED_STATES}
 
 
 def _target(sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> BatchTarget:

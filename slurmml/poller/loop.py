@@ -102,6 +102,7 @@ class PollReport:
     changes: dict[str, str] = field(default_factory=dict)  # run id -> new state
     failed_calls: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pruned: list[tuple[str, str]] = field(default_factory=list)  # (run id, reason): the early-stopping round's losers
 
 
 def _warn(message: str) -> None:
@@ -132,6 +133,7 @@ class Poller:
         self._warned_accounting = False
         self._no_targets_until = float("-inf")  # local: no sacct targets found lately, do not look again yet
         self._quiet_until = float("-inf")  # local: no runs to follow lately, do not look again yet
+        self._no_rules_until = float("-inf")  # local: no sweep with an early-stopping rule lately
 
     # -- the schedule ------------------------------------------------------------------------------------
     def _allowed(self, call: str, now: float) -> bool:
@@ -148,6 +150,7 @@ class Poller:
         report = PollReport()
         now = self.clock()
         wanted = list(wanted)
+        self._early_stop(now, report)
         if now < self._quiet_until:
             return report  # nothing to follow a moment ago
         squeue_due = self._allowed("squeue", now)
@@ -173,6 +176,20 @@ class Poller:
                 self._warn_accounting_once(report)
             self._reconcile(runs, report)
         return report
+
+    def _early_stop(self, now: float, report: PollReport) -> None:
+        """The early-stopping round (slurmml.control.pruning), on the shared schedule: once per squeue interval
+        for all watchers of this registry, and only while a sweep with a rule has a run active."""
+        if now < self._no_rules_until or not self._allowed("early_stop", now):
+            return
+        if not self.registry.watched_sweeps():
+            self._no_rules_until = now + MIN_SQUEUE_INTERVAL_S
+            return
+        if not jobs.claim_call(self.registry, "early_stop", now, self.squeue_interval_s):
+            return
+        from slurmml.control.pruning import prune_round
+
+        report.pruned = prune_round(self.registry, now, run=self.run, warn=self.warn).pruned
 
     def _squeue(self, started: float, runs: list[jobs.TrackedRun], report: PollReport) -> None:
         report.squeue = True

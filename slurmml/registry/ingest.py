@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from slurmml.core.config import flatten
 from slurmml.core.states import FINAL_STATES
-from slurmml.registry import executions
+from slurmml.registry import controls, executions
 from slurmml.registry.summary import SUMMARY_UPSERT, summaries
 from slurmml.registry.store import chunks, placeholders, transaction
 from slurmml.tracking.spool import parse_chunk
@@ -119,11 +119,17 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
                           1 if record.get("fetched") else 0))
         elif kind == "start":
             _on_start(conn, run, record)
+        elif kind == "control":  # the job's answer to a live control (slurmml.tracking.controls)
+            controls.answer(conn, run, record)
         elif kind == "end":
             result = record.get("result")  # the task's numeric return value, when it had one
             state = record.get("state") or "COMPLETED"
+            pruned = _pruned_here(conn, run)  # the early-stopping round cancelled it: the TERM's end is not its outcome
+            if pruned:
+                state = "PRUNED"
             _set_state(conn, run, state, when, "run",
-                       exit_code=record.get("exit_code"), error=record.get("error"), ended=when,
+                       **({} if pruned else {"exit_code": record.get("exit_code"), "error": record.get("error")}),
+                       ended=when,
                        max_rss_mb=record.get("max_rss_mb") if _is_number(record.get("max_rss_mb")) else None,
                        **({"result": result} if _is_number(result) else {}))
             executions.on_end(conn, run, state, when)
@@ -140,6 +146,10 @@ def _apply(conn: sqlite3.Connection, run: int, records: list[dict], keys: _Keys)
             _set_state(conn, run, "RUNNING", when, "requeue refused")
     executions.seen(conn, run, when if _is_number(when) else None)
     return stored + _store_points(conn, run, points, latest)
+
+
+def _pruned_here(conn: sqlite3.Connection, run: int) -> bool:
+    return conn.execute("SELECT 1 FROM runs WHERE run = ? AND state = 'PRUNED'", (run,)).fetchone() is not None
 
 
 def _store_points(conn: sqlite3.Connection, run: int, points: list[tuple], latest: dict[int, tuple]) -> int:

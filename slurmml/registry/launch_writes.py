@@ -52,6 +52,9 @@ class LaunchWrites:
                                        "git_diff", "direction")},
                  **sweep, "argv": json.dumps(argv), "launcher": json.dumps(sweep.get("launcher"))},
             )
+            if sweep.get("early_stop"):  # the launcher's rule, with the sweep: a later batch keeps what `prune` set
+                conn.execute("INSERT OR IGNORE INTO early_stop(sweep_id, rule, source, created) VALUES (?, ?, ?, ?)",
+                             (sweep["id"], json.dumps(sweep["early_stop"]), "launch", now))
             conn.executemany(
                 "INSERT INTO runs(id, sweep_id, job_num, overrides, spool_path, log_path, parent_id, state, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'SUBMITTING', ?)",

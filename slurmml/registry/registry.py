@@ -6,6 +6,7 @@ Each consumer's SQL lives in its own module, as a small class of methods on `sel
   local_runs.LocalRuns        plain-script runs: adopting them, ending those whose process died
   jobs.SlurmCache             the poller's cache of Slurm's view of each job
   browse.RunReads             the CLI's reads: runs, one run, sweeps, the leaderboard, curves
+  controls.LiveControls       live controls and their answers, early-stopping rules and the runs they pruned
 Registry only opens and closes the connection and composes the classes. Mixins rather than one delegating
 method per call: the ~30 public methods keep their names and signatures without each being written twice,
 and a method's docstring sits next to its SQL. Every write goes through store.transaction.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from slurmml.registry.browse import RunReads
+from slurmml.registry.controls import LiveControls
 from slurmml.registry.ingest import IngestReport, SpoolIngest
 from slurmml.registry.jobs import SlurmCache
 from slurmml.registry.launch_writes import LaunchWrites
@@ -27,7 +29,7 @@ from slurmml.registry.store import connect, default_registry_path
 __all__ = ["Registry"]
 
 
-class Registry(LaunchWrites, SpoolIngest, LocalRuns, SlurmCache, RunReads):
+class Registry(LaunchWrites, SpoolIngest, LocalRuns, SlurmCache, RunReads, LiveControls):
     def __init__(self, path: Optional[Path] = None, *, create: bool = True) -> None:
         self.path = Path(path) if path is not None else default_registry_path()
         self.conn: sqlite3.Connection = connect(self.path, create=create)

@@ -142,4 +142,31 @@ MIGRATIONS: list[str] = [
         updated REAL
     );
     """,
+    # 9: live control of running jobs (slurmml set / snapshot / stop) and the jobs' answers; sweeps' early-stopping
+    # rules and the runs they pruned (docs/control.md)
+    """
+    CREATE TABLE controls (
+        id TEXT PRIMARY KEY,
+        run INTEGER,
+        kind TEXT,                     -- set, snapshot, stop (slurmml.core.controls)
+        args TEXT,                     -- JSON: {"values": {...}} for set, {"state", "reason"} for a rule's stop
+        user TEXT, source TEXT,        -- who asked, and from where: cli, tui, early_stop
+        asked REAL, deadline REAL,     -- a command unanswered past its deadline is shown timed out
+        status TEXT NOT NULL,          -- pending, then applied or refused as the job answered
+        step INTEGER, answered REAL, message TEXT, checkpoint TEXT
+    );
+    CREATE INDEX controls_run ON controls(run, asked);
+    CREATE TABLE early_stop (
+        sweep_id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,            -- JSON: slurmml.core.early_stop.rule_to_dict
+        source TEXT, created REAL,     -- launch (the launcher's early_stop field) or prune (slurmml prune)
+        problem TEXT                   -- why the rule cannot be applied now, in one line (NULL when it can)
+    );
+    CREATE TABLE prunings (
+        run INTEGER PRIMARY KEY,       -- a run is pruned once: two watchers race for this row, one wins
+        sweep_id TEXT, rung INTEGER, step INTEGER, value REAL, threshold REAL, compared INTEGER,
+        reason TEXT, decided REAL, control_id TEXT,
+        cancelled REAL                 -- when its round's one scancel went out (it had not stopped in time)
+    );
+    """,
 ]

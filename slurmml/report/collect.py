@@ -13,9 +13,10 @@ import time
 from typing import Any, Optional, Union
 
 from slurmml.core.direction import RESULT
+from slurmml.core.states import ACTIVE_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.report.aggregate import aggregate, pick_metric, result_values
-from slurmml.report.model import Inputs, Report
+from slurmml.report.model import Inputs, Report, RunRow
 
 When = Union[None, str, float, int]
 
@@ -102,8 +103,39 @@ def build_report(registry: Any, sweep: Optional[str] = None, since: When = None,
         picked = metric is not None
     filters = {"sweep": sweep, "since": since, "until": until, "user": user}
     report = aggregate(inputs, metric, mode, {k: v for k, v in filters.items() if v is not None}, now, picked)
+    report.early_stop = early_stop_figures(registry, report)
+    if metric and metric != RESULT:
+        project_active(registry, report.runs, metric)
     if report.best and metric and metric != RESULT:  # a result is one value, not a curve
         curves = registry.curves([b.run_id for b in report.best], metric, max_points)
         for best in report.best:
             best.curve = [tuple(p) for p in curves.get(best.run_id, [])]
     return report
+
+
+def early_stop_figures(registry: Any, report: Report) -> list[dict[str, Any]]:
+    """What each early-stopped sweep in the report saved (slurmml.report.savings)."""
+    from slurmml.report.savings import early_stop_summary
+
+    figures = []
+    for summary in report.sweeps:
+        stored = registry.early_stop_rule(summary.sweep_id)
+        if stored is None:
+            continue
+        rule = stored["rule"]
+        rows = [row for row in report.runs if row.sweep_id == summary.sweep_id]
+        curves = {row["run_id"]: [value for _, value, _ in row["points"]]
+                  for row in registry.sweep_curves(summary.sweep_id, rule["metric"])}
+        figures.append({**early_stop_summary(summary.sweep_id, rule, rows, registry.prunings(summary.sweep_id),
+                                             curves), "problem": stored["problem"]})
+    return figures
+
+
+def project_active(registry: Any, rows: list[RunRow], metric: str) -> None:
+    """Each active run's projected final value of `metric` (slurmml.registry.projections)."""
+    from slurmml.registry.projections import projections
+
+    found = projections(registry.conn, [row.run_id for row in rows if row.state in ACTIVE_STATES], metric)
+    for row in rows:
+        if row.run_id in found:
+            row.projected, row.projected_spread = found[row.run_id].value, found[row.run_id].spread

@@ -51,6 +51,8 @@ class RunRow:
     idle_gpu: Optional[bool] = None  # None: no GPU, or no samples to tell
     metric: Optional[float] = None  # last value of the report's metric
     result: Optional[float] = None  # the task's numeric return value: what the sweeper optimized
+    projected: Optional[float] = None  # an active run's projected final value of the metric (core/projection.py)
+    projected_spread: Optional[float] = None  # its rough 95 % half-width
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Report:
     gpu_hours_by_state: dict[str, float]
     best: list[BestRun]
     unaccounted: list[str]  # Slurm runs that have no accounting record yet
+    early_stop: list[dict[str, Any]] = field(default_factory=list)  # per sweep with a rule (report/savings.py)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))

@@ -11,7 +11,7 @@ RUN_COLUMNS = ["run_id", "sweep_id", "job_num", "state", "accounting", "slurm_jo
                "alloc_gpus", "cpu_eff", "mem_eff", "time_eff", "gpu_hours", "gpu_util", "gpu_mem_max_mb", "idle_gpu",
                "max_rss_mb", "req_mem_mb", "total_cpu_s", "timelimit_s", "exit_code", "signal", "cause", "reason",
                "run_state", "slurm_state", "started", "ended", "overrides", "result", "executions", "gpu_hours_requeued",
-               "repeated_steps", "metric"]
+               "repeated_steps", "projected", "projected_spread", "metric"]
 
 
 def run_records(report: Report) -> list[dict[str, Any]]:

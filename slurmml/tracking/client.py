@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from slurmml.tracking import controls
 from slurmml.tracking.secrets import mask_argv, mask_config, mask_environment, mask_overrides
 from slurmml.tracking.spool import RUN_ID_ENV, SPOOL_ENV
 from slurmml.tracking.writer import SpoolWriter
@@ -66,6 +67,8 @@ def log(step: Optional[int] = None, **metrics: Any) -> None:
     if step is not None and type(step) is not int:
         step = _step(step)
     (_writer or current_writer()).write({"k": "m", "t": _time(), "s": step, "v": metrics})
+    if controls._queue:  # a live control waits (slurmml.tracking.controls): one deque check when none does
+        controls.take_at_log(step)
 
 
 def log_params(**params: Any) -> None:
@@ -177,6 +180,9 @@ def current_writer() -> SpoolWriter:
         return _writer
 
 
+controls.writer = current_writer  # where live controls write their answers
+
+
 def start_run(
     spool_path: Union[str, os.PathLike],
     run_id: str,
@@ -201,6 +207,7 @@ def start_run(
             record["node_spools"] = [str(path) for path in node_spools]
         writer.write(record)
         _writer, _info = writer, info
+    controls.start_reading(spool_path)
     return info
 
 
@@ -212,9 +219,13 @@ def end_run(state: str = "COMPLETED", exit_code: Optional[int] = 0, error: Optio
     writer = _writer
     if writer is None:
         return
+    controls.stop_reading()
     if _requeue_pending:
         writer.close()
         return
+    stop = controls.stopped()
+    if stop is not None:  # a live `stop` ended the task: a clean end of its own kind, whatever unwound it
+        state, exit_code, error = stop.state, 0, stop.reason
     if error is not None and len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS // 2] + "\n[...]\n" + error[-MAX_ERROR_CHARS // 2:]
     record = {"k": "end", "t": _time(), "state": state, "exit_code": exit_code, "error": error,
@@ -378,6 +389,7 @@ def _start_local_run() -> tuple[RunInfo, SpoolWriter]:
     config, overrides = hydra_run_config()
     start = start_record(info, mask_config(config), mask_overrides(overrides))
     writer.write(start)
+    controls.start_reading(info.spool)
     _ship_local_run(info, start)  # before _finish_at_exit: its last ship runs after the end record (atexit order)
     _finish_at_exit()
     return info, writer
@@ -442,3 +454,4 @@ def _reset() -> None:
             _writer.close()
         _writer = _info = None
         _requeue_pending = False
+    controls._reset()

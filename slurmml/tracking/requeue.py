@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Union
 from slurmml.core import requeue as rules
 from slurmml.core.job_env import job_id_from_environment, restart_count
 from slurmml.tracking import client
+from slurmml.tracking.ranks import agree, barrier, distributed, flag_from_rank_zero, value_from_rank_zero
 from slurmml.tracking.spool import SPOOL_ENV
 
 MAX_NUM_TIMEOUT_ENV = "SLURMML_MAX_NUM_TIMEOUT"  # exported by the job wrapper; a plain sbatch script may set them
@@ -85,11 +86,18 @@ def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[i
     others save, rank 0 still requeues (its own save is whole) and the others end, each saying so in one line."""
     from slurmml.tracking.checkpoint import save_checkpoint
 
+    from slurmml.tracking import controls
+
     _opt_in()
+    controls.at_checkpoints = True
     stopping = _time_to_stop()
     path = None
     if stopping or (every and step % every == 0):
         path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder, **objects)
+    # live controls (`slurmml set / snapshot / stop`) take effect here, on every rank at this step
+    controls.take(step, save=lambda: path or save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder,
+                                                             **objects),
+                  distributed=distributed())
     if stopping:
         requeue_after_save(step, path)
     return path
@@ -101,7 +109,7 @@ def requeue_after_save(step: Optional[int] = None, checkpoint: Union[str, os.Pat
     once Slurm accepted, every rank raises Requeued. Refused or none left: returns, and training goes on."""
     saved = Path(checkpoint) if checkpoint else None
     try:
-        _barrier()  # every rank's save is done before the job is requeued
+        barrier()  # every rank's save is done before the job is requeued
     except RuntimeError as error:  # a rank ended while saving (its connections closed): rank 0's own save is whole
         _say(f"slurmml: a rank ended while step {step} was being saved ({str(error).splitlines()[0][:160]}); "
              + ("requeueing without it" if client.rank() == 0 else "ending this rank"))
@@ -109,7 +117,7 @@ def requeue_after_save(step: Optional[int] = None, checkpoint: Union[str, os.Pat
             raise Requeued(_state.requeued or "requeued") from None
         raise SystemExit(1) from None  # the group is broken: no rank can train on
     requeued = requeue_now(step, saved) if client.rank() == 0 else False
-    if _from_rank_zero(requeued):
+    if flag_from_rank_zero(requeued):
         raise Requeued(_state.requeued or "requeued")
     _state.warned.clear()  # not requeued: train on; a second signal would only repeat the refusal
     _state.stop_at = _state.slurm_view = _state.warned_at = None
@@ -181,7 +189,7 @@ def _slurm_view() -> tuple[str, dict[str, str]]:
 def _time_to_stop() -> bool:
     """Whether this checkpoint point is the one that saves and requeues; the same answer on every rank. Once
     the warning came, rank 0 asks Slurm when to stop (core.requeue.stop_at) and tells the others."""
-    if not _agree(_state.warned.is_set()):
+    if not agree(_state.warned.is_set()):
         return False
     if _state.stop_at is None:
         at = 0.0
@@ -192,8 +200,8 @@ def _time_to_stop() -> bool:
             if at > time.time() + 1:
                 _say(f"slurmml: time limit near; training on for {at - time.time():.0f} s, then saving and "
                      f"requeueing")
-        _state.stop_at = _value_from_rank_zero(at)
-    return _agree(time.time() >= _state.stop_at)
+        _state.stop_at = value_from_rank_zero(at)
+    return agree(time.time() >= _state.stop_at)
 
 
 def _on_warning(signum: int, frame: Any) -> None:
@@ -226,52 +234,6 @@ def _watchdog() -> None:
 def _opt_in() -> None:
     _state.cooperative = True
     install()  # a plain script under sbatch has no job wrapper to do it
-
-
-def _distributed() -> Any:
-    torch = sys.modules.get("torch")  # never imported here: a job without torch has no other ranks to ask
-    if torch is None:
-        return None
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return None
-    return dist
-
-
-def _tensor(value: float) -> Any:
-    import torch
-
-    dist = torch.distributed
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    return torch.tensor([value], dtype=torch.float64, device=device)  # a Unix time keeps its fraction
-
-
-def _agree(flag: bool) -> bool:
-    dist = _distributed()
-    if dist is None:
-        return flag
-    tensor = _tensor(int(flag))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
-def _barrier() -> None:
-    dist = _distributed()
-    if dist is not None:
-        dist.barrier()
-
-
-def _from_rank_zero(flag: bool) -> bool:
-    return bool(_value_from_rank_zero(float(flag)))
-
-
-def _value_from_rank_zero(value: float) -> float:
-    dist = _distributed()
-    if dist is None:
-        return value
-    tensor = _tensor(value)
-    dist.broadcast(tensor, src=0)
-    return float(tensor.item())
 
 
 def _int_env(name: str, default: int) -> int:

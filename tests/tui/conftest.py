@@ -1,7 +1,8 @@
 """A registry that never changes between runs (fixed ids, times, values, logs), and helpers to drive the TUI.
 
 The registry is filled the way jobs fill it: sweeps recorded by Registry.add_sweep/mark_queued, spool files
-with fixed `t` values ingested by Registry.ingest, Slurm's view stored by Registry.store_job_records. The
+with fixed `t` values ingested by Registry.ingest, Slurm's view stored by Registry.store_job_records, live
+controls recorded by Registry.add_control and answered by the job's `control` spool records. The
 launcher's own timestamps (when sweeps were recorded and queued) come from the wall clock; they are pinned
 to fixed times afterwards, so every screen shows the same thing on every run.
 """
@@ -91,7 +92,7 @@ SWEEPS = {
                curve(0.40, 0.77, 8), curve(2.2, 0.7, 8), restarted_at=FIXED - 900),
     }),
 }
-RUNNING_RUN = f"{SWEEP_A}-2"  # has GPU samples, Slurm's view and log files
+RUNNING_RUN = f"{SWEEP_A}-2"  # has GPU samples, Slurm's view, log files and live controls
 FAILED_RUN = f"{SWEEP_A}-1"
 COMPLETED_RUN = f"{SWEEP_A}-0"
 
@@ -107,6 +108,29 @@ def gpu_records(started: float) -> list[dict[str, Any]]:
     return records
 
 
+@dataclass(frozen=True)
+class Control:
+    """A live control sent to the running run, and the job's answer (None: not answered yet)."""
+
+    id: str
+    kind: str
+    args: dict[str, Any]
+    asked: float
+    answer: Optional[dict[str, Any]] = None  # the job's `control` record, less k, t and id
+    source: str = "cli"
+
+
+CONTROLS = (
+    Control("c0ffee0000000001", "set", {"values": {"optimizer.lr": 0.01}}, FIXED - 1500,
+            {"status": "applied", "step": 2}),
+    Control("c0ffee0000000002", "set", {"values": {"model.width": 128}}, FIXED - 1200,
+            {"status": "refused", "step": 3, "message": "no callback for model.width (the job registered: optimizer.lr)"},
+            source="tui"),
+    Control("c0ffee0000000003", "snapshot", {}, FIXED - 60),
+)
+ANSWER_AFTER_S = 30.0  # the job answers at its next step
+
+
 def write_spool(path: Path, run_id: str, run: Run) -> None:
     with SpoolWriter(path, handle_sigterm=False) as writer:
         starts = [run.start] + ([run.restarted_at] if run.restarted_at else [])
@@ -120,6 +144,10 @@ def write_spool(path: Path, run_id: str, run: Run) -> None:
         if run_id == RUNNING_RUN:
             for record in gpu_records(run.start):
                 writer.write(record)
+            for control in CONTROLS:
+                if control.answer is not None:
+                    writer.write({"k": "control", "t": control.asked + ANSWER_AFTER_S, "id": control.id,
+                                  **control.answer})
         if run.end:
             t, state, error = run.end
             writer.write({"k": "end", "t": t, "state": state, "exit_code": 0 if state == "COMPLETED" else 1,
@@ -144,6 +172,9 @@ def build_registry(folder: Path) -> Path:
         for n, run in runs.items():
             if run.start is not None:
                 write_spool(folder / "spools" / f"{sweep_id}-{n}.jsonl", f"{sweep_id}-{n}", run)
+    for control in CONTROLS:  # recorded before the job's answers are ingested, as the sender does
+        registry.add_control(RUNNING_RUN, control.id, control.kind, control.args, USER, control.source,
+                             control.asked, control.asked + 120)
     report = registry.ingest()
     assert report.problems == [], report.problems
     (folder / LOG_DIR / "4100_2_0_log.err").write_text(STDERR)

@@ -94,3 +94,8 @@ def test_cancel_confirmation(snap_compare, make_app) -> None:
 def test_clone_dialog(snap_compare, make_app) -> None:
     """n: the run's overrides, ready to edit."""
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=steps(("run", COMPLETED_RUN), "n"))
+
+
+def test_set_values_dialog(snap_compare, make_app) -> None:
+    """v on the running run: KEY=VALUE words to send it."""
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=steps(("run", RUNNING_RUN), "v"))
