@@ -534,3 +534,59 @@ def test_a_pruned_run_stays_pruned_whatever_its_end_record_says(tmp_path: Path) 
     assert run["state"] == "PRUNED" and run["states"][-1]["state"] == "PRUNED"
     (pruning,) = registry.prunings("s1")
     assert (pruning["rung"], pruning["step"], pruning["cancelled"]) == (1, 4, now)
+
+
+DDP = """
+import os, sys, time
+import torch, torch.distributed as dist
+import slurmml
+from slurmml.core.controls import command_line
+from slurmml.tracking import client, controls
+rank, folder = int(sys.argv[1]), sys.argv[3]
+os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2],
+                  GLOO_SOCKET_IFNAME="lo", SLURMML_RUN_ID="ddp-0", SLURMML_RUN_DIR=folder)
+dist.init_process_group("gloo")
+spool = os.path.join(folder, "spool.jsonl")
+if rank == 0:  # only rank 0 writes the spool and reads the control file
+    client.start_run(spool, "ddp-0", folder, {})
+slurmml.on_set("lr", lambda value: print(f"rank {rank} lr={value} at {step}", flush=True))
+try:
+    for step in range(8):
+        if rank == 0 and step in (2, 4):  # the login node's commands, read before this step's control point
+            kind, args = ("set", {"values": {"lr": 0.5}}) if step == 2 else ("stop", {})
+            with open(controls.controls_path(spool), "a") as handle:
+                handle.write(command_line(f"c{step}", kind, args, time.time(), "alice"))
+            controls._reader.read_once()
+        slurmml.checkpoint_point(step, state=step)
+except slurmml.Stopped as stopped:
+    print(f"rank {rank} stopped at {step}", flush=True)
+    if rank == 0:
+        client.end_run()
+dist.destroy_process_group()
+"""
+
+
+def test_every_rank_applies_rank_zeros_commands_at_the_same_step(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    port = str(30500 + os.getpid() % 1000)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "SLURMML"))}
+    environ.update(SLURMML_HOME=str(tmp_path / "home"), SLURMML_CONTROL_INTERVAL_S="300")
+    ranks = [subprocess.Popen([sys.executable, str(script), str(rank), port, str(folder)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=environ) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=120) for p in ranks]
+    assert all(p.returncode == 0 for p in ranks), [o[1][-2000:] for o in outputs]
+    for rank, (out, _) in enumerate(outputs):
+        assert f"rank {rank} lr=0.5 at 2" in out and f"rank {rank} stopped at 4" in out, out
+    answers = [json.loads(line) for line in (folder / "spool.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"], r["step"]) for r in answers if r["k"] == "control"] == [
+        ("c2", "applied", 2), ("c4", "applied", 4)]
+    assert answers[-1]["k"] == "end" and answers[-1]["state"] == "STOPPED"
+    assert (folder / "checkpoints" / "step_000000004.pt").exists()  # rank 0 saved before every rank stopped
