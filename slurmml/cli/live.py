@@ -140,20 +140,24 @@ def controls(run_id: str, as_json: bool, as_csv: bool) -> None:
 @click.argument("sweep")
 @click.option("--metric", help="The metric the rule compares runs by (as the runs log it).")
 @click.option("--mode", type=click.Choice(["min", "max"]), help="Which way is better (default: from the name).")
-@click.option("--rule", "rule_name", default="hyperband", show_default=True,
-              type=click.Choice(["hyperband", "median", "asha"]))
-@click.option("--min-steps", default=1, show_default=True, help="The first rung: values a run logs before it is judged.")
-@click.option("--eta", default=3.0, show_default=True, help="Rungs grow by this factor; about 1/eta of runs pass each.")
-@click.option("--grace", "grace_s", default=60.0, show_default=True,
-              help="Seconds a pruned run has to save and end before it is cancelled.")
+@click.option("--rule", "rule_name", type=click.Choice(["hyperband", "median", "asha"]),
+              help="The rule (default: hyperband).")
+@click.option("--min-steps", type=int, help="The first rung: values a run logs before it is judged (default 1).")
+@click.option("--eta", type=float, help="Rungs grow by this factor; about 1/eta of the runs pass each (default 3).")
+@click.option("--min-runs", type=int, help="How many runs a cut needs (default 1).")
+@click.option("--grace", "grace_s", type=float,
+              help="Seconds a pruned run has to save and end before it is cancelled (default 60).")
+@click.option("--max-steps", type=int, help="The step training ends at, for projections.")
 @click.option("--dry-run", is_flag=True, help="Say what the rule would prune now; store and stop nothing.")
 @click.option("--off", is_flag=True, help="Stop early-stopping this sweep.")
-def prune(sweep: str, metric: Optional[str], mode: Optional[str], rule_name: str, min_steps: int, eta: float,
-          grace_s: float, dry_run: bool, off: bool) -> None:
+def prune(sweep: str, metric: Optional[str], mode: Optional[str], rule_name: Optional[str], min_steps: Optional[int],
+          eta: Optional[float], min_runs: Optional[int], grace_s: Optional[float], max_steps: Optional[int],
+          dry_run: bool, off: bool) -> None:
     """Early-stop a sweep that is already running: from now on, whoever watches (watch, the TUI, a waiting launcher)
     prunes the runs the rule says have lost, and this command runs the first round at once.
 
-    Example: `slurmml prune SWEEP --metric val_loss --rule hyperband --min-steps 2 --eta 3`.
+    Example: `slurmml prune SWEEP --metric val_loss --rule hyperband --min-steps 2 --eta 3`. Options not given
+    keep what the sweep's rule has (the launcher's early_stop, or an earlier prune), else the rule's defaults.
     """
     import time
 
@@ -165,18 +169,20 @@ def prune(sweep: str, metric: Optional[str], mode: Optional[str], rule_name: str
     registry, sweep_id = open_sweep(sweep)
     assert sweep_id is not None
     if off:
-        registry.conn.execute("DELETE FROM early_stop WHERE sweep_id = ?", (sweep_id,))
-        registry.conn.commit()
-        click.echo(f"sweep {sweep_id}: early stopping off")
+        stopping = registry.clear_early_stop(sweep_id)
+        click.echo(f"sweep {sweep_id}: early stopping off"
+                   + (f"; {stopping} pruned run(s) are still stopping" if stopping else ""))
         return
-    if not metric:
+    stored = registry.early_stop_rule(sweep_id)
+    given = {"metric": metric, "mode": mode, "rule": rule_name, "min_steps": min_steps, "eta": eta,
+             "min_runs": min_runs, "grace_s": grace_s, "max_steps": max_steps}
+    spec = {**(stored["rule"] if stored else {}), **{key: value for key, value in given.items() if value is not None}}
+    if metric and not mode:  # a new metric's mode comes from its own name, not the old metric's
+        spec.pop("mode", None)
+    if not spec.get("metric"):
         raise SlurmmlError("--metric is required: the metric the rule compares runs by")
-    declared = registry.conn.execute("SELECT direction FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()[0]
-    spec = {"metric": metric, "rule": rule_name, "min_steps": min_steps, "eta": eta, "grace_s": grace_s}
-    if mode:
-        spec["mode"] = mode
     try:
-        rule = parse_rule(spec, declared)
+        rule = parse_rule(spec, registry.sweep_direction(sweep_id))
     except ValueError as error:
         raise SlurmmlError(str(error)) from None
     _, decision = judge(registry, sweep_id, rule_to_dict(rule))

@@ -89,9 +89,7 @@ def open_sweep(sweep: Optional[str]) -> tuple[Any, Optional[str]]:
 def add_projections(registry: Any, rows: list[dict], metric: str) -> bool:
     """Give each active run its projected final value of `metric` (slurmml.registry.projections), in place:
     `projected`, `projected_spread` and `projected_text`. True when any run got one."""
-    from slurmml.registry.projections import projections
-
-    found = projections(registry.conn, [row["id"] for row in rows], metric)
+    found = registry.projections([row["id"] for row in rows], metric)
     for row in rows:
         projection = found.get(row["id"])
         row["projected"] = projection.value if projection else None

@@ -71,7 +71,8 @@ def sweeps(as_json: bool, as_csv: bool) -> None:
     """Every sweep in the registry, with its run counts."""
     rows = open_registry().sweeps()
     emit(rows, as_json, as_csv, ["id", Column("name", priority=1, wrap=True), Column("backend", priority=3), "runs",
-                                 "completed", "failed", "active", Column("sweep_dir", priority=2, wrap=True)])
+                                 "completed", Column("stopped", priority=4), "failed", "active",
+                                 Column("sweep_dir", priority=2, wrap=True)])
 
 
 @click.command()

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from slurmml.core.config import flatten
-from slurmml.core.controls import APPLIED, DEFAULT_TIMEOUT_S, PENDING, command_line, refusal, type_problems
+from slurmml.core.controls import (
+    APPLIED, DEFAULT_TIMEOUT_S, EXPIRED, PENDING, REFUSED, TIMED_OUT, command_line, refusal, type_problems,
+)
 from slurmml.errors import SlurmmlError
 
 WAIT_TICK_S = 0.25
@@ -54,7 +56,7 @@ def send(registry: Any, run_id: str, kind: str, args: Optional[dict[str, Any]] =
         return Sent(run_id, False, str(error))
     why = refusal(kind, run, run.get("owner"), me) or _foreign_spool(run)
     if why is None and kind == "set":
-        problems = type_problems(args.get("values") or {}, _config_values(registry, run_id))
+        problems = type_problems(args.get("values") or {}, dict(flatten(registry.run_config(run_id))))
         why = f"run {run_id}: {problems[0]}" if problems else None
     if why:
         return Sent(run_id, False, why)
@@ -67,7 +69,7 @@ def send(registry: Any, run_id: str, kind: str, args: Optional[dict[str, Any]] =
     except OSError as error:
         message = f"run {run_id}: cannot write its control file {path}: {error.strerror or error}"
         registry.refuse_control(control_id, message, time.time())
-        return Sent(run_id, False, message, control_id, "refused")
+        return Sent(run_id, False, message, control_id, REFUSED)
     return Sent(run_id, True, f"sent {kind} to run {run_id}", control_id, PENDING)
 
 
@@ -102,25 +104,14 @@ def outcome(item: Sent, row: Optional[dict[str, Any]], timeout_s: float) -> Sent
         detail = f": {row['message']}" if row.get("message") else ""
         return Sent(run_id, True, f"run {run_id}: {what} applied at step {row['step']}{took}{detail}",
                     item.control_id, status, row["step"])
-    if status == "refused":
+    if status == REFUSED:
         return Sent(run_id, False, f"run {run_id}: {what} refused: {row['message']}", item.control_id, status)
-    if status == "expired":
+    if status == EXPIRED:
         return Sent(run_id, False, f"run {run_id} ended ({row['run_state']}) before it read {what}", item.control_id,
                     status)
     return Sent(run_id, False, f"run {run_id}: no answer to {what} within {timeout_s:g} s (the job reads its "
                                f"controls at its checkpoint points, or at slurmml.log(step=...) without them)",
-                item.control_id, "timed out")
-
-
-def _config_values(registry: Any, run_id: str) -> dict[str, Any]:
-    import json
-
-    row = registry.conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
-    try:
-        config = json.loads(row[0]) if row and row[0] else {}
-    except ValueError:
-        return {}
-    return dict(flatten(config)) if isinstance(config, dict) else {}
+                item.control_id, TIMED_OUT)
 
 
 def _foreign_spool(run: dict[str, Any]) -> Optional[str]:

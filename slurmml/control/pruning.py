@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from slurmml.core.early_stop import Curve, decide, parse_rule
+from slurmml.core.early_stop import Curve, Rule, decide, parse_rule
 from slurmml.core.states import ACTIVE_STATES
 from slurmml.slurm.commands import CommandResult, run_command
+
+
+DEFAULT_GRACE_S = Rule.__dataclass_fields__["grace_s"].default  # for prunings whose sweep no longer has a rule
 
 
 @dataclass
@@ -28,13 +31,18 @@ class PruneReport:
 
 
 def curves_of(rows: list[dict[str, Any]]) -> list[Curve]:
-    """The registry's runs and points as the rule takes them: one value per step (the last logged at it)."""
+    """The registry's runs and points as the rule takes them: one value per step (the last logged at it); points
+    logged without a step each count, in the order they were logged."""
     curves = []
     for row in rows:
         by_step: dict[Any, tuple] = {}
+        unstepped = []
         for step, value, when in row["points"]:
-            by_step[step] = (step, value, when)
-        ordered = sorted(by_step.values(), key=lambda point: (point[0] is None, point[0] or 0))
+            if step is None:
+                unstepped.append((step, value, when))
+            else:
+                by_step[step] = (step, value, when)
+        ordered = sorted(by_step.values(), key=lambda point: point[0]) + sorted(unstepped, key=lambda p: p[2] or 0)
         curves.append(Curve(row["run_id"], row["state"] in ACTIVE_STATES, tuple(ordered)))
     return curves
 
@@ -48,14 +56,17 @@ def judge(registry: Any, sweep_id: str, spec: dict[str, Any]) -> tuple[Any, Any]
 
 
 def prune_round(registry: Any, now: Optional[float] = None, run: Callable[..., CommandResult] = run_command,
-                warn: Callable[[str], None] = lambda line: None) -> PruneReport:
-    """One round over every sweep that has a rule and a run still active."""
+                warn: Callable[[str], None] = lambda line: None, me: Optional[str] = None) -> PruneReport:
+    """One round over every sweep of this user that has a rule and a run still active."""
+    import getpass
+
     from slurmml.control.live import send
 
     now = time.time() if now is None else now
+    me = me or getpass.getuser()
     report = PruneReport()
     grace: dict[str, float] = {}
-    for sweep_id, spec, _ in registry.watched_sweeps():
+    for sweep_id, spec, _ in registry.watched_sweeps(me):
         registry.ingest(sweep_id)  # decide on the newest points
         try:
             rule, decision = judge(registry, sweep_id, spec)
@@ -70,9 +81,12 @@ def prune_round(registry: Any, now: Optional[float] = None, run: Callable[..., C
             if not registry.claim_pruning(verdict.run_id, sweep_id, verdict, reason, now):
                 continue  # another watcher decided it, or the run ended meanwhile
             sent = send(registry, verdict.run_id, "stop", {"state": "PRUNED", "reason": f"pruned: {reason}"},
-                        source="early_stop", timeout_s=rule.grace_s, now=now)
-            if sent.control_id:
-                registry.note_pruning_control(verdict.run_id, sent.control_id)
+                        source="early_stop", me=me, timeout_s=rule.grace_s, now=now)
+            if not sent.ok:  # not this user's to stop (or its folder is out of reach): no decision, no scancel
+                registry.release_pruning(verdict.run_id)
+                warn(f"early stopping: {sent.message}")
+                continue
+            registry.note_pruning_control(verdict.run_id, sent.control_id)
             report.pruned.append((verdict.run_id, reason))
     _cancel_late(registry, now, grace, run, report, warn)
     return report
@@ -87,8 +101,9 @@ def _say_once(registry: Any, sweep_id: str, problem: Optional[str], report: Prun
 
 def _cancel_late(registry: Any, now: float, grace: dict[str, float], run: Callable[..., CommandResult],
                  report: PruneReport, warn: Callable[[str], None]) -> None:
-    """One scancel for every pruned run that did not stop within its grace (local runs have no job to cancel)."""
-    late = [row for row in registry.overdue_prunings(now, grace) if row["job_id"]]
+    """One scancel for every pruned run that did not stop within its grace (local runs have no job to cancel).
+    The runs are recorded PRUNED once Slurm accepted; a refused scancel is tried again next round."""
+    late = [row for row in registry.overdue_prunings(now, grace, DEFAULT_GRACE_S) if row["job_id"]]
     if not late:
         return
     claimed = registry.claim_cancels([row["run_id"] for row in late], now)
@@ -97,5 +112,9 @@ def _cancel_late(registry: Any, now: float, grace: dict[str, float], run: Callab
         return
     result = run(["scancel", *jobs], timeout_s=30.0)
     if not result.ok:
-        warn(f"early stopping: scancel {' '.join(jobs)} failed: {' '.join(result.stderr.split())[:300]}")
+        registry.release_cancels(claimed)
+        problem = " ".join(result.stderr.split())[:300] or f"exit code {result.returncode}"
+        warn(f"early stopping: scancel {' '.join(jobs)} failed ({problem}); trying again next round")
+        return
+    registry.mark_pruned(claimed, now)
     report.cancelled.extend(claimed)

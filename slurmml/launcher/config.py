@@ -51,7 +51,7 @@ class BaseQueueConf:
     # anything is submitted: for compute nodes that cannot reach the object store (docs/data.md)
     datasets: Optional[List[str]] = None
     # prune runs that have clearly lost, e.g. {metric: val_loss, mode: min, rule: hyperband, min_steps: 2, eta: 3}
-    # (docs/control.md): decided by whoever watches, graceful stop, then scancel; no metric: no early stopping
+    # (docs/control.md): decided by whoever watches, graceful stop, then scancel; all null: no early stopping
     early_stop: EarlyStopConf = field(default_factory=lambda: EarlyStopConf())
 
 

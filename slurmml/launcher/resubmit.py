@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from slurmml.core.states import FAILED_STATES
+from slurmml.core.states import FAILED_STATES, STOPPED_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.launcher import batch
 
@@ -56,9 +56,9 @@ def array_spec(indexes: Iterable[int], parallelism: Optional[int] = None) -> str
 
 def choose_states(states: Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(s.strip().upper() for s in states if s.strip())) or DEFAULT_STATES
-    unknown = [s for s in chosen if s not in FAILED_STATES]
+    unknown = [s for s in chosen if s not in FAILED_STATES + STOPPED_STATES]  # a stopped run may go on too
     if unknown:
-        raise SlurmmlError(f"--state {unknown[0]}: not a state a run ends badly in ({', '.join(FAILED_STATES)})")
+        raise SlurmmlError(f"--state {unknown[0]}: not a state a run can be resubmitted from ({', '.join(FAILED_STATES + STOPPED_STATES)})")
     return chosen
 
 

@@ -25,6 +25,7 @@ with squeue and the runs' own end records.
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 import time
@@ -182,7 +183,7 @@ class Poller:
         for all watchers of this registry, and only while a sweep with a rule has a run active."""
         if now < self._no_rules_until or not self._allowed("early_stop", now):
             return
-        if not self.registry.watched_sweeps():
+        if not (self.registry.watched_sweeps(getpass.getuser()) or self.registry.stopping_prunings()):
             self._no_rules_until = now + MIN_SQUEUE_INTERVAL_S
             return
         if not jobs.claim_call(self.registry, "early_stop", now, self.squeue_interval_s):

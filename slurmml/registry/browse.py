@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from slurmml.core.direction import RESULT, metric_mode, shared_direction
-from slurmml.core.states import ACTIVE_STATES, FAILED_STATES
+from slurmml.core.states import ACTIVE_STATES, FAILED_STATES, STOPPED_STATES
 from slurmml.errors import SlurmmlError
 from slurmml.registry import executions
 from slurmml.registry.lineage import inputs_of
@@ -190,14 +190,17 @@ class RunReads:
         return set(metric_names(self.conn))
 
     def sweeps(self) -> list[dict[str, Any]]:
-        """Every sweep with its run counts: completed, failed (every other final state), active (not final)."""
+        """Every sweep with its run counts: completed, stopped (STOPPED or PRUNED), failed (every other final
+        state), active (not final)."""
         failed, active = placeholders(len(FAILED_STATES)), placeholders(len(ACTIVE_STATES))
+        stopped = placeholders(len(STOPPED_STATES))
         rows = self.conn.execute(
             "SELECT s.id, s.name, s.created, s.sweep_dir, s.backend, s.direction, count(r.run) AS runs, "
             "coalesce(sum(r.state = 'COMPLETED'), 0) AS completed, "
+            f"coalesce(sum(r.state IN ({stopped})), 0) AS stopped, "
             f"coalesce(sum(r.state IN ({failed})), 0) AS failed, coalesce(sum(r.state IN ({active})), 0) AS active "
             "FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id GROUP BY s.id ORDER BY s.created",
-            (*FAILED_STATES, *ACTIVE_STATES))
+            (*STOPPED_STATES, *FAILED_STATES, *ACTIVE_STATES))
         return [dict(row) for row in rows]
 
     def sweep_direction(self, sweep: Optional[str] = None) -> Optional[str]:

@@ -70,6 +70,21 @@ class LiveControls:
                 marks.setdefault(run_id, []).append((step, describe(kind, json.loads(args or "{}"))))
         return marks
 
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """The run's recorded (masked) config, {} when it has none yet: what a `set` value is checked against."""
+        row = self.conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+        try:
+            config = json.loads(row[0]) if row and row[0] else {}
+        except ValueError:
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    def projections(self, run_ids: Iterable[str], metric: str) -> dict[str, Any]:
+        """Active runs' projected final values of `metric` (registry/projections.py)."""
+        from slurmml.registry.projections import projections
+
+        return projections(self.conn, run_ids, metric)
+
     # -- early stopping -------------------------------------------------------------------------------------
     def set_early_stop(self, sweep_id: str, rule: dict[str, Any], source: str, now: float) -> None:
         with transaction(self.conn) as conn:
@@ -77,17 +92,33 @@ class LiveControls:
                          "ON CONFLICT(sweep_id) DO UPDATE SET rule = excluded.rule, source = excluded.source, "
                          "created = excluded.created, problem = NULL", (sweep_id, json.dumps(rule), source, now))
 
+    def clear_early_stop(self, sweep_id: str) -> int:
+        """No more early stopping for this sweep; how many of its pruned runs are still stopping (the rounds
+        still cancel those that do not stop in time)."""
+        with transaction(self.conn) as conn:
+            conn.execute("DELETE FROM early_stop WHERE sweep_id = ?", (sweep_id,))
+        return len([row for row in self.overdue_prunings(float("inf"), {}) if row["sweep_id"] == sweep_id])
+
     def early_stop_rule(self, sweep_id: str) -> Optional[dict[str, Any]]:
         row = self.conn.execute("SELECT rule, problem FROM early_stop WHERE sweep_id = ?", (sweep_id,)).fetchone()
         return {"rule": json.loads(row[0]), "problem": row[1]} if row else None
 
-    def watched_sweeps(self) -> list[tuple[str, dict[str, Any], Optional[str]]]:
-        """(sweep id, rule, problem) of the sweeps with a rule and a run still active: what a round looks at."""
+    def watched_sweeps(self, user: str) -> list[tuple[str, dict[str, Any], Optional[str]]]:
+        """(sweep id, rule, problem) of `user`'s sweeps with a rule and a run still active: what a round looks at
+        (a shared registry's other sweeps are their owners' to prune)."""
         active = placeholders(len(ACTIVE_STATES))
         rows = self.conn.execute(
-            "SELECT e.sweep_id, e.rule, e.problem FROM early_stop e WHERE EXISTS (SELECT 1 FROM runs r "
-            f"WHERE r.sweep_id = e.sweep_id AND r.state IN ({active})) ORDER BY e.sweep_id", ACTIVE_STATES).fetchall()
+            "SELECT e.sweep_id, e.rule, e.problem FROM early_stop e JOIN sweeps s ON s.id = e.sweep_id "
+            f"WHERE s.user = ? AND EXISTS (SELECT 1 FROM runs r WHERE r.sweep_id = e.sweep_id AND r.state IN ({active})) "
+            "ORDER BY e.sweep_id", (user, *ACTIVE_STATES)).fetchall()
         return [(sweep_id, json.loads(rule), problem) for sweep_id, rule, problem in rows]
+
+    def stopping_prunings(self) -> bool:
+        """Whether a pruned run is still active and not cancelled: the rounds go on for it, rule or no rule."""
+        active = placeholders(len(ACTIVE_STATES))
+        return self.conn.execute(
+            f"SELECT 1 FROM prunings p JOIN runs r USING (run) WHERE p.cancelled IS NULL AND r.state IN ({active}) "
+            "LIMIT 1", ACTIVE_STATES).fetchone() is not None
 
     def set_early_stop_problem(self, sweep_id: str, problem: Optional[str]) -> bool:
         """Record why the rule cannot be applied (None: it can again); True when that changed, to say it once."""
@@ -127,37 +158,56 @@ class LiveControls:
                  run_id, *ACTIVE_STATES)).rowcount
         return bool(claimed)
 
+    def release_pruning(self, run_id: str) -> None:
+        """Take back a decision whose stop could not be sent (the run is not this user's to stop)."""
+        with transaction(self.conn) as conn:
+            conn.execute("DELETE FROM prunings WHERE run = (SELECT run FROM runs WHERE id = ?)", (run_id,))
+
     def note_pruning_control(self, run_id: str, control_id: str) -> None:
         with transaction(self.conn) as conn:
             conn.execute("UPDATE prunings SET control_id = ? WHERE run = (SELECT run FROM runs WHERE id = ?)",
                          (control_id, run_id))
 
-    def overdue_prunings(self, now: float, grace_s: dict[str, float]) -> list[dict[str, Any]]:
-        """Pruned runs still active `grace_s` (per sweep) after the decision, not yet cancelled."""
+    def overdue_prunings(self, now: float, grace_s: dict[str, float], default_grace_s: float = 60.0) -> list[dict[str, Any]]:
+        """Pruned runs still active `grace_s` (per sweep, else the default) after the decision, not yet cancelled."""
         active = placeholders(len(ACTIVE_STATES))
         rows = self.conn.execute(
             "SELECT r.id AS run_id, r.slurm_job_id AS job_id, p.sweep_id, p.reason, p.decided FROM prunings p "
             f"JOIN runs r USING (run) WHERE p.cancelled IS NULL AND r.state IN ({active})", ACTIVE_STATES).fetchall()
-        return [dict(row) for row in rows if now - row["decided"] >= grace_s.get(row["sweep_id"], 60.0)]
+        return [dict(row) for row in rows if now - row["decided"] >= grace_s.get(row["sweep_id"], default_grace_s)]
 
     def claim_cancels(self, run_ids: list[str], now: float) -> list[str]:
-        """Of these pruned runs, those this process cancels: each is claimed once (cancelled set) and recorded
-        PRUNED now, with the decision's reason, so Slurm's CANCELLED that follows never replaces it."""
+        """Of these pruned runs, those this process cancels: each still active one is claimed once (cancelled set)."""
+        active = placeholders(len(ACTIVE_STATES))
         claimed = []
         with transaction(self.conn) as conn:
             for run_id in run_ids:
-                row = conn.execute(
-                    "SELECT p.run, p.reason FROM prunings p JOIN runs r USING (run) WHERE r.id = ? AND p.cancelled IS NULL",
-                    (run_id,)).fetchone()
+                if conn.execute(f"UPDATE prunings SET cancelled = ? WHERE cancelled IS NULL AND run = (SELECT run FROM "
+                                f"runs WHERE id = ? AND state IN ({active}))", (now, run_id, *ACTIVE_STATES)).rowcount:
+                    claimed.append(run_id)
+        return claimed
+
+    def release_cancels(self, run_ids: list[str]) -> None:
+        """scancel failed: the next round tries these again."""
+        with transaction(self.conn) as conn:
+            conn.executemany("UPDATE prunings SET cancelled = NULL WHERE run = (SELECT run FROM runs WHERE id = ?)",
+                             [(run_id,) for run_id in run_ids])
+
+    def mark_pruned(self, run_ids: list[str], now: float) -> None:
+        """After scancel accepted: PRUNED now, with the decision's reason, so that Slurm's CANCELLED (which may
+        already have been recorded by another watcher's poll) never stands for it."""
+        # CANCELLED: another watcher's poll may have recorded Slurm's word first; FAILED: the TERM's own end record
+        open_states = placeholders(len(ACTIVE_STATES) + 2)
+        with transaction(self.conn) as conn:
+            for run_id in run_ids:
+                row = conn.execute("SELECT p.run, p.reason FROM prunings p JOIN runs r USING (run) WHERE r.id = ?",
+                                   (run_id,)).fetchone()
                 if row is None:
                     continue
-                conn.execute("UPDATE prunings SET cancelled = ? WHERE run = ?", (now, row[0]))
-                conn.execute(f"UPDATE runs SET state = 'PRUNED', error = ?, ended = coalesce(ended, ?) WHERE run = ? "
-                             f"AND state NOT IN ({placeholders(len(FINAL_STATES))})", (row[1], now, row[0], *FINAL_STATES))
-                conn.execute("INSERT INTO run_states(run, state, time, source) VALUES (?, 'PRUNED', ?, 'early_stop')",
-                             (row[0], now))
-                claimed.append(run_id)
-        return claimed
+                if conn.execute(f"UPDATE runs SET state = 'PRUNED', error = ?, ended = coalesce(ended, ?) WHERE run = ? "
+                                f"AND state IN ({open_states})", (row[1], now, row[0], *ACTIVE_STATES, "CANCELLED", "FAILED")).rowcount:
+                    conn.execute("INSERT INTO run_states(run, state, time, source) VALUES (?, 'PRUNED', ?, 'early_stop')",
+                                 (row[0], now))
 
     def prunings(self, sweep_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(

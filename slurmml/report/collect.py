@@ -133,9 +133,7 @@ def early_stop_figures(registry: Any, report: Report) -> list[dict[str, Any]]:
 
 def project_active(registry: Any, rows: list[RunRow], metric: str) -> None:
     """Each active run's projected final value of `metric` (slurmml.registry.projections)."""
-    from slurmml.registry.projections import projections
-
-    found = projections(registry.conn, [row.run_id for row in rows if row.state in ACTIVE_STATES], metric)
+    found = registry.projections([row.run_id for row in rows if row.state in ACTIVE_STATES], metric)
     for row in rows:
         if row.run_id in found:
             row.projected, row.projected_spread = found[row.run_id].value, found[row.run_id].spread

@@ -16,7 +16,7 @@ class Snapshot:
     """Where a sweep stands: run counts by state and the best metric value so far."""
 
     def __init__(self, states: dict[str, int], metric: Optional[str], best: Optional[dict]) -> None:
-        from slurmml.core.states import NOT_STARTED_STATES, SUCCESS_STATE, is_failed
+        from slurmml.core.states import NOT_STARTED_STATES, STOPPED_STATES, SUCCESS_STATE, is_failed
 
         self.states = states
         self.total = sum(states.values())
@@ -24,7 +24,8 @@ class Snapshot:
         self.running = states.get("RUNNING", 0)
         self.done = states.get(SUCCESS_STATE, 0)
         self.failed = sum(n for s, n in states.items() if is_failed(s))
-        self.finished = self.done + self.failed
+        self.stopped = sum(states.get(s, 0) for s in STOPPED_STATES)  # ended on request or by early stopping
+        self.finished = self.done + self.failed + self.stopped
         self.metric, self.best = metric, best
 
     @property
@@ -33,6 +34,8 @@ class Snapshot:
 
     def line(self) -> str:
         text = f"queued {self.queued}  running {self.running}  done {self.done}  failed {self.failed}"
+        if self.stopped:
+            text += f"  stopped {self.stopped}"
         if self.best is not None:
             text += f"  best {self.metric} {self.best['value']:.6g} (#{self.best['job_num']})"
         return text

@@ -3,7 +3,8 @@
 Hours saved are the hours each pruned run would still have used had it run on: up to the median elapsed time of
 the sweep's completed runs, or up to its time limit while none has completed, minus what it did use; times its
 allocated GPUs for GPU-hours and its CPUs for CPU-hours. "The best survived" asks whether pruning may have cost the
-winner: the run that ended best was at least as good as every pruned run at the rung that run was pruned at.
+winner: the completed run that ended best was at least as good as every pruned run at the rung that run was pruned
+at (for the median rule, a pruned run's value is its best so far).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def early_stop_summary(sweep_id: str, rule: Mapping[str, Any], rows: Sequence[Ru
         gpu_saved += left_h * (row.alloc_gpus or 0)
         cpu_saved += left_h * (row.alloc_cpus or 1)
     lower_better = rule.get("mode") == "min"
-    finals = {run_id: values[-1] for run_id, values in curves.items() if values}
+    completed = {row.run_id for row in rows if row.state == "COMPLETED"}
+    finals = {run_id: values[-1] for run_id, values in curves.items() if values and run_id in completed}
     best = min(finals, key=lambda r: (finals[r] if lower_better else -finals[r], r)) if finals else None
     survived: Optional[bool] = None
     if best is not None:

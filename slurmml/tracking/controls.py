@@ -184,11 +184,6 @@ def _write_answered(offset: int) -> None:
 # ---------------------------------------------------------------- control points (the training thread)
 
 
-def waiting() -> bool:
-    """Whether a command waits: the one check `slurmml.log` makes."""
-    return bool(_queue)
-
-
 def take(step: Optional[int], save: Optional[Callable[[], Optional[Path]]] = None,
          distributed: Any = None) -> None:
     """Apply the queued commands at `step`. `save` writes a checkpoint (None: this point cannot save).
@@ -200,9 +195,9 @@ def take(step: Optional[int], save: Optional[Callable[[], Optional[Path]]] = Non
         commands = _from_rank_zero(distributed, commands)
     for command, end in commands:
         _apply(command, step, save)
+        _flush()  # the answer is in the spool before the command counts as answered: a kill never loses it
         _write_answered(end)
         if _stopped is not None:
-            _flush()
             raise _stopped
 
 

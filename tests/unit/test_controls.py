@@ -189,3 +189,12 @@ def test_a_value_json_cannot_carry_is_refused_before_it_is_written() -> None:
 def test_damaged_or_stray_lines_are_no_command(line: bytes) -> None:
     assert parse_command(line) is None
 
+
+
+def test_a_sweep_whose_runs_were_stopped_or_pruned_has_ended():
+    from slurmml.report.progress import Snapshot
+
+    progress = Snapshot({"COMPLETED": 2, "PRUNED": 3, "STOPPED": 1, "FAILED": 1}, None, None)
+    assert progress.all_final and (progress.done, progress.failed, progress.stopped) == (2, 1, 4)
+    assert "stopped 4" in progress.line()
+    assert not Snapshot({"COMPLETED": 2, "PRUNED": 3, "RUNNING": 1}, None, None).all_final

@@ -292,7 +292,7 @@ def test_a_requeued_execution_never_sees_the_commands_already_answered(tmp_path:
     second: list[Any] = []
     slurmml.on_set("optimizer.lr", second.append)
     time.sleep(0.6)  # the reader's first read and two more
-    assert not controls.waiting()
+    assert not controls._queue
     send_line(path, "c3", "set", {"values": {"optimizer.lr": 0.05}})
     queued()
     slurmml.checkpoint_point(2)
@@ -307,7 +307,7 @@ def test_a_torn_last_line_waits_for_its_rest(tmp_path: Path) -> None:
     line = command_line("c1", "set", {"values": {"optimizer.lr": 0.3}}, time.time(), ME).encode()
     send_line(path, "", "", raw=line[:20])
     time.sleep(0.7)  # several reads saw the partial line
-    assert not controls.waiting()
+    assert not controls._queue
     slurmml.checkpoint_point(1)
     assert not answered_path(path).exists()  # nothing answered yet
     send_line(path, "", "", raw=line[20:])
@@ -527,6 +527,7 @@ def test_a_pruned_run_stays_pruned_whatever_its_end_record_says(tmp_path: Path) 
     assert not registry.claim_pruning(RUN, "s1", verdict, "again", now)  # decided once
     assert registry.claim_cancels([RUN], now) == [RUN]
     assert registry.claim_cancels([RUN], now) == []  # cancelled once
+    registry.mark_pruned([RUN], now)  # once scancel accepted
     assert registry.run(RUN)["state"] == "PRUNED"
     append_records(path, {"k": "end", "t": now + 1, "state": "FAILED", "exit_code": 143, "error": "Terminated"})
     registry.ingest()

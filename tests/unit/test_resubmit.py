@@ -22,7 +22,7 @@ def test_array_indexes_become_ranges_and_a_throttle_only_when_it_holds_some_back
 def test_states_default_to_every_bad_end_and_refuse_live_or_good_ones():
     assert choose_states([]) == DEFAULT_STATES
     assert choose_states(["oom".replace("oom", "out_of_memory"), "FAILED"]) == ("OUT_OF_MEMORY", "FAILED")
-    with pytest.raises(SlurmmlError, match="--state COMPLETED: not a state a run ends badly in"):
+    with pytest.raises(SlurmmlError, match="--state COMPLETED: not a state a run can be resubmitted from"):
         choose_states(["COMPLETED"])
     with pytest.raises(SlurmmlError, match="RUNNING"):
         choose_states(["running"])
