@@ -51,6 +51,7 @@ bench: install cluster
 	$(PY) benchmarks/bench_submit.py
 	$(PY) benchmarks/bench_registry.py
 	$(PY) benchmarks/bench_tui.py
+	$(PY) benchmarks/bench_early_stop.py
 
 clean:
 	rm -rf $(VENV) examples/multirun examples/outputs

@@ -6,7 +6,7 @@ run twice, and the latency of live controls.
      request to the job's answer is measured from the registry (asked -> answered);
   2. with the hyperband rule (wait=true: the launcher's own wait is the watcher that prunes).
 
-For each: CPU-hours used (each run's allocated CPUs x its elapsed time, from the registry: the dev cluster has no
+For each: CPU-hours used (each run's elapsed time times its one CPU, from the registry: the dev cluster has no
 GPUs, GPU-hours are the same sum with GPUs), wall time from launch to the last run's end, and the best run's final
 val_loss and configuration. Needs the dev cluster (`slurmml cluster up`). Usage:
 `.venv/bin/python benchmarks/bench_early_stop.py [--epochs 27] [--epoch-s 2]`. The last line prints the ratios.
