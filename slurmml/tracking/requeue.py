@@ -94,12 +94,12 @@ def checkpoint_point(step: int, *, every: Optional[int] = None, keep: Optional[i
     path = None
     if stopping or (every and step % every == 0):
         path = save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder, **objects)
-    # live controls (`slurmml set / snapshot / stop`) take effect here, on every rank at this step
-    controls.take(step, save=lambda: path or save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder,
-                                                             **objects),
-                  distributed=distributed())
-    if stopping:
+    if stopping:  # live controls wait for the next execution: a rank may have ended during this save
         requeue_after_save(step, path)
+    else:  # live controls (`slurmml set / snapshot / stop`) take effect here, on every rank at this step
+        controls.take(step, save=lambda: path or save_checkpoint(step, keep=keep, all_ranks=all_ranks, folder=folder,
+                                                                 **objects),
+                      distributed=distributed())
     return path
 
 
