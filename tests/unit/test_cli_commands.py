@@ -113,15 +113,15 @@ def test_info_names_the_home_and_registry(home: Path) -> None:
 
 def test_sweeps_lists_every_sweep_with_its_counts(home: Path) -> None:
     rows = table_rows(ok("sweeps"))
-    assert rows["s1"][:3] == ["s1", "grid", "slurm"] and rows["s1"][3:7] == ["2", "1", "1", "0"]
-    assert rows["s2"][3:7] == ["1", "0", "0", "1"]
+    assert rows["s1"][:3] == ["s1", "grid", "slurm"] and rows["s1"][3:8] == ["2", "1", "0", "1", "0"]
+    assert rows["s2"][3:8] == ["1", "0", "0", "0", "1"]
     listed = json.loads(ok("sweeps", "--json"))
     assert [(s["id"], s["runs"], s["completed"], s["failed"], s["active"]) for s in listed] == [
         ("s1", 2, 1, 1, 0), ("s2", 1, 0, 0, 1)]
     assert listed[0]["sweep_dir"] == str(home.parent / "grid")
     lines = ok("sweeps", "--csv").splitlines()
-    assert lines[0] == "id,name,backend,runs,completed,failed,active,sweep_dir"
-    assert lines[1] == f"s1,grid,slurm,2,1,1,0,{home.parent / 'grid'}"
+    assert lines[0] == "id,name,backend,runs,completed,stopped,failed,active,sweep_dir"
+    assert lines[1] == f"s1,grid,slurm,2,1,0,1,0,{home.parent / 'grid'}"
 
 
 def test_without_a_registry_listings_say_so_and_no_sweep_is_found(tmp_path: Path,
