@@ -122,8 +122,7 @@ def describe(kind: str, args: Mapping[str, Any]) -> str:
     return kind
 
 
-def shown_status(status: str, asked: Optional[float], deadline: Optional[float], run_final: bool,
-                 now: float) -> str:
+def shown_status(status: str, deadline: Optional[float], run_final: bool, now: float) -> str:
     """A command's status as views show it: applied or refused as the job said; a pending one is `expired` when
     the run ended without answering, `timed out` past its deadline, else `pending`."""
     if status != PENDING:

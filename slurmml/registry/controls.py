@@ -220,5 +220,5 @@ class LiveControls:
 def _shown(row: dict[str, Any], now: float) -> dict[str, Any]:
     row["args"] = json.loads(row["args"] or "{}")
     row["what"] = describe(row["kind"], row["args"])
-    row["shown"] = shown_status(row["status"], row["asked"], row["deadline"], row["run_state"] in FINAL_STATES, now)
+    row["shown"] = shown_status(row["status"], row["deadline"], row["run_state"] in FINAL_STATES, now)
     return row

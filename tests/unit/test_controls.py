@@ -143,17 +143,17 @@ def test_describe_names_a_command_in_a_few_words() -> None:
 
 def test_answered_statuses_are_shown_as_the_job_said_whatever_the_clock_or_the_run() -> None:
     for status in (APPLIED, REFUSED):
-        assert shown_status(status, 1.0, 2.0, True, 100.0) == status
-        assert shown_status(status, 1.0, 2.0, False, 100.0) == status
+        assert shown_status(status, 2.0, True, 100.0) == status
+        assert shown_status(status, 2.0, False, 100.0) == status
 
 
 def test_a_pending_command_expires_with_its_run_or_times_out_past_its_deadline() -> None:
-    assert shown_status(PENDING, 1.0, 10.0, False, 5.0) == PENDING
-    assert shown_status(PENDING, 1.0, 10.0, False, 10.0) == PENDING  # at the deadline, not yet past it
-    assert shown_status(PENDING, 1.0, 10.0, False, 10.5) == TIMED_OUT
-    assert shown_status(PENDING, 1.0, None, False, 1e12) == PENDING  # no deadline: never timed out
-    assert shown_status(PENDING, 1.0, 10.0, True, 5.0) == EXPIRED
-    assert shown_status(PENDING, 1.0, 10.0, True, 50.0) == EXPIRED  # the run's end wins over the clock
+    assert shown_status(PENDING, 10.0, False, 5.0) == PENDING
+    assert shown_status(PENDING, 10.0, False, 10.0) == PENDING  # at the deadline, not yet past it
+    assert shown_status(PENDING, 10.0, False, 10.5) == TIMED_OUT
+    assert shown_status(PENDING, None, False, 1e12) == PENDING  # no deadline: never timed out
+    assert shown_status(PENDING, 10.0, True, 5.0) == EXPIRED
+    assert shown_status(PENDING, 10.0, True, 50.0) == EXPIRED  # the run's end wins over the clock
 
 
 # -- the command line ----------------------------------------------------------------------------------------
